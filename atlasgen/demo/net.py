@@ -1,0 +1,74 @@
+"""DemoNet: the compact CNN of the built-in demo, and its shipped weights.
+
+Top-level named children (conv1 ... conv4) so atlasgen's layer discovery offers the conv blocks;
+each block ends in its ReLU, so a block's output is what the atlas shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from atlasgen.demo.data import CLASSES
+from atlasgen.errors import AtlasError
+
+DEMO_INPUT_SIZE = 64
+# Per-channel mean and std of the generated images in [0, 1] (measured on 10,000 images, seed 0).
+DEMO_MEAN: tuple[float, float, float] = (0.467, 0.469, 0.469)
+DEMO_STD: tuple[float, float, float] = (0.227, 0.229, 0.227)
+DEMO_WIDTHS: tuple[int, int, int, int] = (16, 32, 64, 128)
+WEIGHTS_PATH = Path(__file__).parent / "weights.pt"
+INIT_SEED = 0
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution, batch norm, ReLU; padding keeps the spatial size."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class DemoNet(nn.Module):
+    """Four conv blocks with 2x2 max pooling between them, global average pooling, linear classifier."""
+
+    def __init__(self, num_classes: int = len(CLASSES), widths: tuple[int, int, int, int] = DEMO_WIDTHS):
+        super().__init__()
+        c1, c2, c3, c4 = widths
+        self.conv1 = conv_block(3, c1)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = conv_block(c1, c2)
+        self.pool2 = nn.MaxPool2d(2)
+        self.conv3 = conv_block(c2, c3)
+        self.pool3 = nn.MaxPool2d(2)
+        self.conv4 = conv_block(c3, c4)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c4, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.conv1(x))
+        x = self.pool2(self.conv2(x))
+        x = self.pool3(self.conv3(x))
+        return self.head(self.conv4(x))
+
+
+def seeded_demo_net(seed: int = INIT_SEED) -> DemoNet:
+    """A freshly initialized DemoNet; the global torch RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DemoNet()
+
+
+def build_demo_model(pretrained: bool = True) -> DemoNet:
+    """DemoNet in eval mode, with the shipped weights or (pretrained=False) seeded random ones."""
+    model = seeded_demo_net()
+    if pretrained:
+        if not WEIGHTS_PATH.is_file():
+            raise AtlasError(
+                f"the demo weights {WEIGHTS_PATH} are missing; reinstall atlasgen or run "
+                f"`atlasgen train-demo --output {WEIGHTS_PATH}`"
+            )
+        state = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    return model.eval()

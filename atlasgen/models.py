@@ -1,0 +1,324 @@
+"""Models as data: build a configured model, load its weights, digest them, and find its
+layers (dotted module names, output shapes) and preprocessing."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import urllib.error
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from atlasgen.config import DEMO, ModelConfig
+from atlasgen.errors import AtlasError, ConfigError
+from atlasgen.settings import Preprocess
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Modules that never start a "layer" of the atlas by default: they repeat the channels
+# of the block before them (pooling, activations, norms) or are not feature maps.
+_NOT_FEATURE_BLOCKS = (
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d,
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
+    nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.Flatten, nn.Identity, nn.Linear,
+)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    channels: int
+    height: int
+    width: int
+
+
+@dataclass
+class LoadedModel:
+    config: ModelConfig
+    module: nn.Module
+    preprocess: Preprocess
+    weights_digest: str
+    weights_label: str  # what the page says about the weights
+
+
+# ---------------------------------------------------------------- checks before loading
+
+
+def check_models(models: Sequence[ModelConfig]) -> None:
+    """Check architectures and torchvision weights names without building anything."""
+    problems: list[tuple[str, str]] = []
+    tv_names: set[str] | None = None
+    for model in models:
+        arch = model.arch
+        if arch == DEMO or ":" in arch:
+            if model.weights is not None and not os.path.isfile(model.weights):
+                problems.append((f"{model.path}.weights", f"{model.weights!r} is a torchvision weights name, but arch {arch!r} is not a torchvision model; give a weights file instead"))
+            continue
+        if tv_names is None:
+            import torchvision
+
+            tv_names = set(torchvision.models.list_models())
+        if arch not in tv_names:
+            import difflib
+
+            close = difflib.get_close_matches(arch, sorted(tv_names), n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            problems.append((f"{model.path}.arch", f"no torchvision model named {arch!r}{hint} (or use \"demo\", or \"file.py:function\" for your own model)"))
+            continue
+        if model.weights is not None and not os.path.isfile(model.weights):
+            import torchvision
+
+            enum = torchvision.models.get_model_weights(arch)
+            names = ["DEFAULT", *enum.__members__]
+            if model.weights not in names:
+                problems.append((f"{model.path}.weights", f"{arch} has no weights named {model.weights!r}; known: {', '.join(names)}"))
+    if problems:
+        raise ConfigError(problems)
+
+
+# ---------------------------------------------------------------- building
+
+
+def _call_factory(target: str, function: str, path: str) -> nn.Module:
+    if target.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(f"atlasgen_user_{Path(target).stem}", target)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[spec.name] = module  # type: ignore[union-attr]
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as exc:
+            raise AtlasError(f"{path}.arch: importing {target} failed: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as exc:
+            raise AtlasError(f"{path}.arch: cannot import module {target!r}: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        raise AtlasError(f"{path}.arch: {target} has no function {function!r}")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise AtlasError(f"{path}.arch: the factory {function}() raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise AtlasError(f"{path}.arch: the factory {function}() returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _torchvision_model(config: ModelConfig) -> tuple[nn.Module, Preprocess | None, str]:
+    import torchvision
+
+    arch, weights = config.arch, config.weights
+    if weights is not None and not os.path.isfile(weights):
+        enum = torchvision.models.get_model_weights(arch)
+        chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+        try:
+            module = torchvision.models.get_model(arch, weights=chosen)
+        except (urllib.error.URLError, OSError, RuntimeError) as exc:
+            raise AtlasError(
+                f"{config.path}.weights: could not download {arch} weights {chosen} ({exc}). "
+                "Without network access, download the file elsewhere and set weights = \"path/to/file.pth\""
+            ) from exc
+        crop = chosen.transforms().crop_size[0]
+        meta = chosen.transforms()
+        preprocess = Preprocess(input_size=int(crop), mean=tuple(meta.mean), std=tuple(meta.std))
+        return module, preprocess, f"torchvision:{arch}:{chosen}:{chosen.url}"
+    # Auxiliary heads only matter in training; without them a plain state_dict of the main network loads.
+    kwargs = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
+    module = torchvision.models.get_model(arch, weights=None, **kwargs)
+    return module, None, ""
+
+
+def build_model(config: ModelConfig) -> LoadedModel:
+    """Instantiate the configured model in eval mode, with its weights and preprocessing."""
+    preprocess: Preprocess | None = None
+    digest = ""
+    if config.arch == DEMO:
+        from atlasgen.demo import DEMO_INPUT_SIZE, DEMO_MEAN, DEMO_STD, build_demo_model
+
+        module = build_demo_model(pretrained=config.weights is None)
+        preprocess = Preprocess(DEMO_INPUT_SIZE, tuple(DEMO_MEAN), tuple(DEMO_STD))
+        if config.weights is None:
+            from atlasgen.demo.net import WEIGHTS_PATH
+
+            digest = file_digest(Path(WEIGHTS_PATH))
+    elif ":" in config.arch:
+        target, _, function = config.arch.rpartition(":")
+        module = _call_factory(target, function, config.path)
+    else:
+        module, preprocess, digest = _torchvision_model(config)
+    if config.weights is not None and os.path.isfile(config.weights):
+        load_weights_file(module, Path(config.weights), config.path)
+        digest = file_digest(Path(config.weights))
+    if not digest:
+        digest = state_dict_digest(module)
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    preprocess = _resolve_preprocess(config, preprocess)
+    label = config.weights or ("shipped demo weights" if config.arch == DEMO else "the factory's own weights" if ":" in config.arch else "random initialization")
+    return LoadedModel(config, module, preprocess, digest, label)
+
+
+def _resolve_preprocess(config: ModelConfig, declared: Preprocess | None) -> Preprocess:
+    base = declared or Preprocess(224, IMAGENET_MEAN, IMAGENET_STD)
+    return Preprocess(
+        input_size=config.input_size or base.input_size,
+        mean=tuple(config.mean) if config.mean else base.mean,
+        std=tuple(config.std) if config.std else base.std,
+    )
+
+
+def load_weights_file(module: nn.Module, file: Path, path: str) -> None:
+    """Load a state_dict or a checkpoint wrapping one; strip DataParallel's `module.` prefix."""
+    try:
+        data = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AtlasError(f"{path}.weights: cannot read {file} as PyTorch weights: {type(exc).__name__}: {exc}") from exc
+    state = _find_state_dict(data)
+    if state is None:
+        raise AtlasError(f"{path}.weights: {file} holds no state_dict (expected a dict of tensors, or a checkpoint with 'state_dict' or 'model')")
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"missing {', '.join(result.missing_keys[:4])}{' ...' if len(result.missing_keys) > 4 else ''}")
+        if result.unexpected_keys:
+            parts.append(f"unexpected {', '.join(result.unexpected_keys[:4])}{' ...' if len(result.unexpected_keys) > 4 else ''}")
+        raise AtlasError(f"{path}.weights: {file.name} does not match the architecture: {'; '.join(parts)}")
+
+
+def _find_state_dict(data: object) -> dict | None:
+    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return data
+    if isinstance(data, dict):
+        for key in ("state_dict", "model_state_dict", "model", "net", "weights"):
+            found = _find_state_dict(data.get(key))
+            if found is not None:
+                return found
+    return None
+
+
+# ---------------------------------------------------------------- digests
+
+_DIGEST_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(file: Path) -> str:
+    """SHA-256 of a file, memoized by (path, size, mtime) for the life of the process."""
+    stat = file.stat()
+    memo_key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo_key not in _DIGEST_MEMO:
+        sha = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        _DIGEST_MEMO[memo_key] = sha.hexdigest()
+    return _DIGEST_MEMO[memo_key]
+
+
+def state_dict_digest(module: nn.Module) -> str:
+    """SHA-256 over the state_dict's names, shapes, dtypes and bytes, in key order."""
+    sha = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        sha.update(json.dumps([key, list(tensor.shape), str(tensor.dtype)]).encode())
+        sha.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return sha.hexdigest()
+
+
+# ---------------------------------------------------------------- layers
+
+
+def default_layer_names(module: nn.Module) -> list[str]:
+    """The top-level blocks that may produce feature maps (shapes are checked later)."""
+    return [name for name, child in module.named_children() if not isinstance(child, _NOT_FEATURE_BLOCKS)]
+
+
+def feature_layers(module: nn.Module, input_size: int, candidates: Sequence[str]) -> list[LayerInfo]:
+    """Run one forward pass on a blank input and keep the candidates that output (1, C, H, W)
+    feature maps, in the order the forward pass reaches them."""
+    modules = dict(module.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            if name not in shapes:
+                shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+
+        return hook
+
+    try:
+        for name in candidates:
+            handles.append(modules[name].register_forward_hook(make_hook(name)))
+        device = next((p.device for p in module.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            module(torch.zeros(1, 3, input_size, input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [LayerInfo(name, shape[1], shape[2], shape[3]) for name, shape in shapes.items() if len(shape) == 4]
+
+
+def select_layers(loaded: LoadedModel) -> list[LayerInfo]:
+    """The configured layers: glob patterns over dotted module names, or the default blocks."""
+    config, module = loaded.config, loaded.module
+    names = [name for name, _ in module.named_modules() if name]
+    if config.layers is None:
+        candidates = default_layer_names(module)
+    else:
+        problems = []
+        candidates = []
+        shown = ", ".join(default_layer_names(module)[:24])
+        for i, pattern in enumerate(config.layers):
+            matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+            if not matched:
+                problems.append((f"{config.path}.layers[{i}]", f"no layer matches {pattern!r}; layers: {shown}"))
+            candidates += [name for name in matched if name not in candidates]
+        if problems:
+            raise ConfigError(problems)
+    try:
+        layers = feature_layers(module, loaded.preprocess.input_size, candidates)
+    except RuntimeError as exc:
+        raise AtlasError(
+            f"{config.path}: the model fails on a {loaded.preprocess.input_size}x{loaded.preprocess.input_size} input "
+            f"({str(exc).splitlines()[0]}); set input_size to a size the model accepts"
+        ) from exc
+    if config.layers is not None:
+        skipped = [name for name in candidates if name not in {layer.name for layer in layers}]
+        if skipped:
+            log.info("%s: skipping modules that do not output feature maps: %s", config.name, ", ".join(skipped[:8]))
+    if not layers:
+        raise AtlasError(f"{config.path}: none of the selected modules outputs a feature map (N, C, H, W)")
+    _check_channels(config, layers)
+    return layers
+
+
+def _check_channels(config: ModelConfig, layers: Sequence[LayerInfo]) -> None:
+    if config.channels is None:
+        return
+    smallest = min(layers, key=lambda layer: layer.channels)
+    if config.channels[0] >= smallest.channels:
+        raise ConfigError([(f"{config.path}.channels", f"range {config.channels[0]}:{config.channels[1]} starts past the last channel of {smallest.name} ({smallest.channels} channels)")])
+
+
+def channel_range(config: ModelConfig, layer: LayerInfo) -> range:
+    if config.channels is None:
+        return range(layer.channels)
+    return range(config.channels[0], min(config.channels[1], layer.channels))

@@ -1,0 +1,86 @@
+"""What the render stage is given: plain data, every number already computed and every
+image already a file in the cache. Render only lays these out as pages and copies the
+image files; it never computes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Example:
+    """One dataset example of a channel (top-k or bottom-k)."""
+
+    source: str  # image path relative to the dataset folder (posix)
+    box: tuple[int, int, int, int]  # crop box in source-image pixels: left, top, right, bottom (may extend past the image)
+    value: float  # the channel's max (top) or min (bottom) over positions on this image
+    position: tuple[int, int]  # (row, col) of the extreme in the layer's feature map
+    patch: Path  # image file in the cache: the receptive-field crop (or whole image when the field covers it)
+    heatmap: Path | None = None  # image file in the cache: whole image with the channel's activation overlaid
+
+
+@dataclass
+class Related:
+    channel: int
+    score: float
+
+
+@dataclass
+class UnitData:
+    channel: int
+    # objective name ("channel", "negative", "neuron") -> image file in the cache
+    images: dict[str, Path] = field(default_factory=dict)
+    diversity: list[Path] = field(default_factory=list)
+    # objective name -> how strongly the final image activates the channel (no transforms)
+    activation: dict[str, float] = field(default_factory=dict)
+    dataset_max: float | None = None  # strongest activation over the dataset (max over positions)
+    dataset_mean: float | None = None
+    selectivity: float | None = None  # how peaked the channel's dataset response is (higher = more selective)
+    dead: bool = False  # never activates, neither on the dataset nor by optimization
+    top: list[Example] = field(default_factory=list)
+    bottom: list[Example] = field(default_factory=list)
+    similar: list[Related] = field(default_factory=list)  # co-activation over the dataset (Pearson r)
+    cross: list[Related] = field(default_factory=list)  # "this image also excites": other channels' response to this channel's image
+    note_html: str = ""
+
+
+@dataclass
+class ReceptiveFieldInfo:
+    size: tuple[int, int]  # (h, w) in model-input pixels
+    stride: tuple[int, int]
+    covers_input: bool
+
+
+@dataclass
+class LayerData:
+    name: str  # dotted module name, also the URL segment
+    channels: int  # channels the layer has
+    shape: tuple[int, int, int]  # (C, H, W) for the model's input size
+    receptive_field: ReceptiveFieldInfo | None
+    units: list[UnitData] = field(default_factory=list)  # the rendered channels, in channel order
+    note_html: str = ""
+
+
+@dataclass
+class ModelData:
+    name: str  # id in URLs
+    arch: str
+    weights: str
+    dataset: str
+    input_size: int
+    layers: list[LayerData] = field(default_factory=list)
+    note_html: str = ""
+
+
+@dataclass
+class SiteData:
+    title: str
+    authors: list[str]
+    url: str | None  # public base URL, for citations and canonical links only
+    version: str  # atlasgen version
+    built: str  # build date, ISO YYYY-MM-DD
+    config_digest: str
+    image_format: str  # "webp", "jpeg" or "png": the format of the image files
+    models: list[ModelData] = field(default_factory=list)
+    note_html: str = ""
