@@ -236,7 +236,7 @@ def state_dict_digest(module: nn.Module) -> str:
     """SHA-256 over the state_dict's names, shapes, dtypes and bytes, in key order."""
     sha = hashlib.sha256()
     for key, tensor in module.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
         sha.update(json.dumps([key, list(tensor.shape), str(tensor.dtype)]).encode())
         sha.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return sha.hexdigest()

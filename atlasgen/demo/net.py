@@ -15,8 +15,8 @@ from atlasgen.errors import AtlasError
 
 DEMO_INPUT_SIZE = 64
 # Per-channel mean and std of the generated images in [0, 1] (measured on 10,000 images, seed 0).
-DEMO_MEAN: tuple[float, float, float] = (0.467, 0.469, 0.469)
-DEMO_STD: tuple[float, float, float] = (0.227, 0.229, 0.227)
+DEMO_MEAN: tuple[float, float, float] = (0.466, 0.464, 0.465)
+DEMO_STD: tuple[float, float, float] = (0.228, 0.227, 0.229)
 DEMO_WIDTHS: tuple[int, int, int, int] = (16, 32, 64, 128)
 WEIGHTS_PATH = Path(__file__).parent / "weights.pt"
 INIT_SEED = 0

@@ -96,7 +96,7 @@ def _run_epochs(
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         emit(f"epoch {epoch + 1}/{epochs}: mean loss {np.mean(losses[-steps_per_epoch:]):.4f}")
     return losses
 

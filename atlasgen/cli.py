@@ -1,0 +1,194 @@
+"""The `atlasgen` command: thin click commands over functions in the stage modules.
+
+Heavy imports (torch) happen inside the commands so `--help` and configuration errors
+are instant. User errors print one clear message and exit 1; tracebacks only with -v."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from atlasgen.errors import AtlasError
+
+log = logging.getLogger("atlasgen")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    prefix = ""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        prefix = f"[rank {os.environ.get('RANK', '?')}] "
+    logging.basicConfig(level=level, format=f"{prefix}%(levelname)s %(message)s" if verbose else f"{prefix}%(message)s", force=True)
+
+
+def _friendly_errors(command):
+    """Turn user errors into a message and exit code; keep tracebacks for -v."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        verbose = kwargs.get("verbose", 0)
+        try:
+            return command(*args, **kwargs)
+        except AtlasError as exc:
+            if verbose:
+                traceback.print_exc()
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.secho("\ninterrupted: finished work is kept in the cache; run the same command again to resume.", fg="yellow", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # an atlasgen bug or an unexpected environment problem
+            if verbose:
+                traceback.print_exc()
+            click.secho(f"error: {type(exc).__name__}: {exc}\n(run again with -v for the full traceback)", fg="red", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _verbosity(command):
+    command = click.option("-v", "--verbose", count=True, help="More detail; -v also shows tracebacks.")(command)
+    return click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")(command)
+
+
+_config_option = click.option(
+    "--config", "-c", "config_path", type=click.Path(path_type=Path), default="atlas.toml", show_default=True,
+    help="The atlas configuration file.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="atlasgen")
+def main() -> None:
+    """Build static, citable feature atlases of image networks."""
+
+
+@main.command()
+@_config_option
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Output folder (default: site.output).")
+@click.option("--only", metavar="MODEL[/LAYER]", help="Build only this model, or one layer of it.")
+@click.option("--force", is_flag=True, help="Recompute everything, ignoring the cache.")
+@click.option("--dry-run", is_flag=True, help="Show what would be computed and why, then stop.")
+@click.option("--device", help="Override build.device: auto, cpu, cuda, cuda:N, mps.")
+@click.option("--shard", metavar="I/N", help="Compute only share I of N of the work (for job arrays); no rendering unless I is 0.")
+@_verbosity
+@_friendly_errors
+def build(config_path: Path, output: Path | None, only: str | None, force: bool, dry_run: bool, device: str | None,
+          shard: str | None, verbose: int, quiet: bool) -> None:
+    """Compute what is missing and render the site."""
+    _setup_logging(verbose, quiet)
+    from atlasgen import distributed
+    from atlasgen.build import BuildOptions, build as run_build
+    from atlasgen.config import load_config
+
+    config = load_config(config_path)
+    ranks = distributed.parse_shard(shard) if shard else distributed.from_environment()
+    options = BuildOptions(output=output, only=only, force=force, dry_run=dry_run, device=device, ranks=ranks, progress=not quiet)
+    summary = run_build(config, options)
+    _report(summary, dry_run, ranks.main)
+
+
+def _report(summary, dry_run: bool, main_rank: bool) -> None:
+    if dry_run:
+        if not summary.plan:
+            click.echo("nothing to compute: every unit is in the cache")
+        for unit, why in summary.plan:
+            click.echo(f"would compute {unit.id}  ({why})")
+        click.echo(f"{len(summary.plan)} units to compute, {sum(summary.cached.values())} in the cache")
+        return
+    computed = ", ".join(f"{n} {kind}" for kind, n in sorted(summary.computed.items())) or "none"
+    cached = ", ".join(f"{n} {kind}" for kind, n in sorted(summary.cached.items())) or "none"
+    log.info("computed: %s; from the cache: %s", computed, cached)
+    if summary.corrupt:
+        log.warning("%d damaged cache entries were recomputed", summary.corrupt)
+    if summary.images_per_second:
+        log.info("dataset pass: %.1f images/s", summary.images_per_second)
+    if summary.skipped_images:
+        shown = ", ".join(summary.skipped_images[:5])
+        log.warning("skipped %d unreadable images: %s%s", len(summary.skipped_images), shown, " ..." if len(summary.skipped_images) > 5 else "")
+    log.info("time: %s", ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in summary.seconds.items()))
+    for warning in summary.warnings:
+        log.warning("%s", warning)
+    if main_rank and summary.output is not None:
+        log.info("site: %s (%d pages, %.1f MB); open %s", summary.output, summary.pages, summary.bytes / 1e6, summary.output / "index.html")
+
+
+@main.command()
+@_config_option
+@click.argument("model", required=False)
+@_verbosity
+@_friendly_errors
+def layers(config_path: Path, model: str | None, verbose: int, quiet: bool) -> None:
+    """List the layers of a configured model, or of a torchvision model by name:
+    channels, output size and receptive field."""
+    _setup_logging(verbose, quiet)
+    from atlasgen.inspect import layer_table
+
+    for line in layer_table(config_path, model):
+        click.echo(line)
+
+
+@main.command()
+@_config_option
+@click.option("--port", default=8000, show_default=True, help="Port on localhost.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Folder to serve (default: site.output).")
+@_verbosity
+@_friendly_errors
+def serve(config_path: Path, port: int, output: Path | None, verbose: int, quiet: bool) -> None:
+    """Preview the built site on http://127.0.0.1:PORT/."""
+    _setup_logging(verbose, quiet)
+    import http.server
+
+    if output is None:
+        from atlasgen.config import load_config
+
+        output = load_config(config_path).site.output
+    if not (output / "index.html").is_file():
+        raise AtlasError(f"{output} holds no built site; run `atlasgen build` first")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(output))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        log.info("serving %s on http://127.0.0.1:%d/ (Ctrl-C to stop)", output, port)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command("train-demo")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("demo-weights.pt"), show_default=True,
+              help="Where to write the trained state_dict.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the initialization and data order.")
+@_verbosity
+@_friendly_errors
+def train_demo(output: Path, seed: int, verbose: int, quiet: bool) -> None:
+    """Train the built-in demo CNN on the generated dataset, reproducibly."""
+    _setup_logging(verbose, quiet)
+    from atlasgen.demo.train import train
+
+    result = train(output, seed=seed, log=log.info)
+    log.info("test accuracy %.1f%% on %d generated images; weights written to %s", 100 * result["accuracy"], result["test_images"], output)
+
+
+@main.command()
+@_config_option
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@_verbosity
+@_friendly_errors
+def clean(config_path: Path, dry_run: bool, verbose: int, quiet: bool) -> None:
+    """Remove cache entries that no unit of the current configuration uses."""
+    _setup_logging(verbose, quiet)
+    from atlasgen.clean import clean_cache
+    from atlasgen.config import load_config
+
+    removed, freed = clean_cache(load_config(config_path), dry_run=dry_run)
+    verb = "would free" if dry_run else "freed"
+    log.info("%d unused cache entries; %s %.1f MB", removed, verb, freed / 1e6)

@@ -1,0 +1,337 @@
+"""The octave loop: batched optimization of many images of one layer at once."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlasgen.errors import AtlasError
+from atlasgen.featvis.objectives import BatchObjective, ImageSpec, centre_unit, image_seed, spatial_mean
+from atlasgen.featvis.param import INIT_SD, ImageParam
+from atlasgen.featvis.redirect import redirect_relu_gradients
+from atlasgen.featvis.transforms import DRAWS_PER_STEP, TransformRanges, random_view
+from atlasgen.hooks import forward_layers
+from atlasgen.settings import OBJECTIVES, Preprocess, VisSettings
+
+log = logging.getLogger(__name__)
+
+CPU_BATCH_SIZE = 32  # images per batch on CPU (measured: throughput flat beyond ~16 on 2 cores)
+GPU_MEMORY_FRACTION = 0.6  # share of free GPU memory an automatic batch may use
+MAX_AUTO_BATCH = 512
+
+
+@dataclass
+class VisResult:
+    channels: list[int]
+    images: dict[str, np.ndarray]  # objective -> uint8 (N, H, W, 3); "diversity": (N, D, H, W, 3)
+    activation: dict[str, np.ndarray]  # objective -> float32 (N,), final image, no transforms
+    layer_response: np.ndarray  # float32 (N, C_layer): spatial means of the layer on the channel image
+
+
+@dataclass(frozen=True)
+class OctaveStep:
+    """One octave as run: image side, number of steps, lr and blur ranges."""
+
+    size: int
+    steps: int
+    lr: tuple[float, float]
+    blur: tuple[float, float]
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """"auto" picks cuda, then mps, then cpu; an explicit device must exist."""
+    requested = requested.strip().lower()
+    mps_ok = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise AtlasError(f'unknown device {requested!r}: use "auto", "cpu", "cuda", "cuda:N" or "mps"') from None
+    hint = 'use device = "auto" or device = "cpu"'
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AtlasError(f"device {requested!r} requested but CUDA is not available on this machine; {hint}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise AtlasError(
+                f"device {requested!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist; {hint}"
+            )
+    elif device.type == "mps" and not mps_ok:
+        raise AtlasError(f"device {requested!r} requested but MPS is not available on this machine; {hint}")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise AtlasError(f'unsupported device {requested!r}: use "auto", "cpu", "cuda", "cuda:N" or "mps"')
+    return device
+
+
+def octave_plan(settings: VisSettings) -> list[OctaveStep]:
+    """Steps per octave (shares normalized, rounding remainder to the last), empty octaves dropped."""
+    octaves = settings.octaves
+    total_share = sum(o.share for o in octaves)
+    counts = [int(round(settings.steps * o.share / total_share)) for o in octaves[:-1]]
+    counts.append(max(settings.steps - sum(counts), 0))
+    return [
+        OctaveStep(max(8, int(round(o.scale * settings.size))), n, o.lr, o.blur)
+        for o, n in zip(octaves, counts)
+        if n > 0
+    ]
+
+
+def image_specs(channels: Sequence[int], settings: VisSettings) -> list[ImageSpec]:
+    """Every image to optimize, channel by channel, objectives in settings order."""
+    specs = []
+    for channel in channels:
+        for objective in settings.objectives:
+            count = settings.diversity if objective == "diversity" else 1
+            specs.extend(ImageSpec(int(channel), objective, i) for i in range(count))
+    return specs
+
+
+def pack_batches(specs: list[ImageSpec], batch_size: int) -> list[list[ImageSpec]]:
+    """Greedy packing in order; a diversity group (same channel) is never split."""
+    units: list[list[ImageSpec]] = []
+    for spec in specs:
+        if spec.objective == "diversity" and spec.index > 0 and units:
+            units[-1].append(spec)
+        else:
+            units.append([spec])
+    batches: list[list[ImageSpec]] = []
+    for unit in units:
+        if batches and len(batches[-1]) + len(unit) <= batch_size:
+            batches[-1].extend(unit)
+        else:
+            batches.append(list(unit))
+    return batches
+
+
+@contextlib.contextmanager
+def frozen_model(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the run; the caller's flags come back after."""
+    grad_flags = [(p, p.requires_grad) for p in model.parameters()]
+    train_flags = [(m, m.training) for m in model.modules()]
+    try:
+        for p, _ in grad_flags:
+            p.requires_grad_(False)
+        model.eval()
+        yield
+    finally:
+        for p, flag in grad_flags:
+            p.requires_grad_(flag)
+        for m, flag in train_flags:
+            m.training = flag
+
+
+def _autocast(device: torch.device) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
+    """Mixed precision on CUDA only: bf16 when supported (no scaler needed), else fp16 + GradScaler."""
+    if device.type != "cuda":
+        return contextlib.nullcontext(), None
+    if torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16), None
+    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+def _normalizer(preprocess: Preprocess, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1)
+
+    def normalize(images: torch.Tensor) -> torch.Tensor:
+        x = (images - mean) / std
+        return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+    return normalize
+
+
+def layer_activations(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    return forward_layers(model, x, [layer])[layer]
+
+
+@torch.no_grad()
+def layer_means(
+    model: nn.Module, layer: str, images: torch.Tensor, preprocess: Preprocess, device: torch.device, batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spatial mean (N, C) and centre unit (N, C) of every channel on [0, 1] images, no transforms."""
+    normalize = _normalizer(preprocess, device)
+    means, centres = [], []
+    for start in range(0, images.shape[0], batch_size):
+        acts = layer_activations(model, layer, normalize(images[start : start + batch_size].to(device))).float()
+        h, w = acts.shape[-2:]
+        means.append(acts.mean(dim=(2, 3)).cpu())
+        centres.append(acts[:, :, h // 2, w // 2].cpu())
+    return torch.cat(means), torch.cat(centres)
+
+
+def _auto_batch_size(
+    model: nn.Module, layer: str, settings: VisSettings, preprocess: Preprocess, device: torch.device
+) -> int:
+    """On CUDA, from free memory and the measured peak of a 2-image step; on CPU a fixed number."""
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    probe = 2
+    free, _ = torch.cuda.mem_get_info(device)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    autocast, _ = _autocast(device)
+    x = torch.full((probe, 3, settings.size, settings.size), 0.5, device=device, requires_grad=True)
+    with autocast:
+        acts = layer_activations(model, layer, _normalizer(preprocess, device)(x))
+    acts.float().mean().backward()
+    per_image = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1)
+    del x, acts
+    size = int(GPU_MEMORY_FRACTION * free / per_image)
+    log.debug("auto batch size %d (%.1f MB per image, %.0f MB free)", size, per_image / 2**20, free / 2**20)
+    return max(1, min(size, MAX_AUTO_BATCH))
+
+
+def optimize_batch(
+    model: nn.Module,
+    layer: str,
+    specs: list[ImageSpec],
+    settings: VisSettings,
+    preprocess: Preprocess,
+    device: torch.device,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Optimize one batch through every octave; returns float images (B, 3, size, size) on the CPU."""
+    plan = octave_plan(settings)
+    total_steps = sum(o.steps for o in plan)
+    generators = [torch.Generator().manual_seed(image_seed(settings.seed, s)) for s in specs]
+    first = plan[0].size
+    shape = ImageParam.shape_for(first, settings.fft)
+    init = torch.stack([torch.randn(shape, generator=g) * INIT_SD for g in generators])
+    if not settings.fft:
+        init = init / 0.25  # pixel parameters need no spectrum scaling; keep a comparable spread
+    draws = torch.stack([torch.rand(total_steps, DRAWS_PER_STEP, generator=g) for g in generators]).to(device)
+    param = ImageParam(init.to(device).requires_grad_(True), first, settings.fft, settings.decorrelate)
+    objective = BatchObjective.build(specs, settings.diversity_weight, device)
+    normalize = _normalizer(preprocess, device)
+    autocast, scaler = _autocast(device)
+    base = TransformRanges(float(settings.pad), float(settings.jitter), tuple(settings.scale), float(settings.rotate))
+    step = 0
+    for octave in plan:
+        if octave.size != param.size:
+            param = _resized(param, octave.size)
+        optimizer = torch.optim.Adam([param.params], lr=octave.lr[0])
+        ranges = base.scaled(octave.size / settings.size)
+        for k in range(octave.steps):
+            t = k / (octave.steps - 1) if octave.steps > 1 else 0.0
+            for group in optimizer.param_groups:
+                group["lr"] = octave.lr[0] + (octave.lr[1] - octave.lr[0]) * t
+            optimizer.zero_grad(set_to_none=True)
+            view = random_view(param.image(), draws[:, step], ranges)
+            with redirect_relu_gradients(step < settings.relu_redirect_steps), autocast:
+                acts = layer_activations(model, layer, normalize(view))
+            loss = objective.loss(acts)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            param.blur(octave.blur[0] + (octave.blur[1] - octave.blur[0]) * t)
+            step += 1
+            if progress is not None:
+                progress(1)
+    with torch.no_grad():
+        final = param.image()
+        if final.shape[-1] != settings.size:
+            final = F.interpolate(final, size=(settings.size, settings.size), mode="bilinear", align_corners=False)
+    return final.float().cpu()
+
+
+def _resized(param: ImageParam, size: int) -> ImageParam:
+    """Upsample the current image and re-express it as parameters of the new size."""
+    with torch.no_grad():
+        image = F.interpolate(param.image(), size=(size, size), mode="bilinear", align_corners=False)
+    shape = (image.shape[0],) + ImageParam.shape_for(size, param.fft)
+    new = ImageParam(torch.zeros(shape, device=image.device), size, param.fft, param.decorrelate)
+    new.set_image(image)
+    new.params.requires_grad_(True)
+    return new
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) floats in [0, 1] -> uint8 (B, H, W, 3)."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _validate(model: nn.Module, layer: str, settings: VisSettings, device: torch.device) -> None:
+    unknown = [o for o in settings.objectives if o not in OBJECTIVES]
+    if unknown or not settings.objectives:
+        raise AtlasError(f"unknown objective(s) {unknown}: choose from {', '.join(OBJECTIVES)}")
+    if layer not in dict(model.named_modules()):
+        raise AtlasError(f"model has no layer {layer!r}: use a dotted module name (see `atlasgen layers`)")
+    if not settings.octaves or settings.steps < 1:
+        raise AtlasError("visualize: need at least one octave and one step")
+    wrong = {p.device for p in model.parameters()} - {device}
+    if any(d.type != device.type or (device.index is not None and d.index != device.index) for d in wrong):
+        raise AtlasError(f"model is on {sorted(map(str, wrong))} but visualization was asked to run on {device}")
+
+
+def visualize_channels(
+    model: nn.Module,
+    layer: str,
+    channels: Sequence[int],
+    settings: VisSettings,
+    preprocess: Preprocess,
+    device: torch.device,
+    progress: Callable[[int], None] | None = None,
+) -> VisResult:
+    """Feature visualizations of `channels` of `layer` for every objective in `settings.objectives`.
+
+    `progress(1)` is called after every batched optimization step (the total is
+    `settings.steps` times the number of batches).
+    """
+    _validate(model, layer, settings, device)
+    channels = [int(c) for c in channels]
+    specs = image_specs(channels, settings)
+    with frozen_model(model):
+        n_layer = _layer_channel_count(model, layer, settings, preprocess, device)
+        bad = [c for c in channels if not 0 <= c < n_layer]
+        if bad:
+            raise AtlasError(f"layer {layer!r} has {n_layer} channels; channel(s) {bad} do not exist")
+        batch_size = settings.batch_size or _auto_batch_size(model, layer, settings, preprocess, device)
+        batches = pack_batches(specs, max(batch_size, settings.diversity if "diversity" in settings.objectives else 1))
+        log.info("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
+        finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress) for batch in batches]
+        pixels = to_uint8(torch.cat(finals))
+        # Score the stored (quantized) images, exactly what the site shows.
+        means, centres = layer_means(model, layer, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, preprocess, device)
+    return _assemble(channels, specs, pixels, means, centres, settings)
+
+
+def _layer_channel_count(model: nn.Module, layer: str, settings: VisSettings, preprocess: Preprocess, device: torch.device) -> int:
+    grey = torch.full((1, 3, settings.size, settings.size), 0.5, device=device)
+    with torch.no_grad():
+        return layer_activations(model, layer, _normalizer(preprocess, device)(grey)).shape[1]
+
+
+def _assemble(
+    channels: list[int], specs: list[ImageSpec], pixels: np.ndarray, means: torch.Tensor, centres: torch.Tensor, settings: VisSettings
+) -> VisResult:
+    row = {spec: i for i, spec in enumerate(specs)}
+    images: dict[str, np.ndarray] = {}
+    activation: dict[str, np.ndarray] = {}
+    for objective in settings.objectives:
+        if objective == "diversity":
+            idx = np.array([[row[ImageSpec(c, objective, d)] for d in range(settings.diversity)] for c in channels])
+            images[objective] = pixels[idx]
+            per_image = means[torch.from_numpy(idx), torch.tensor(channels)[:, None]]
+            activation[objective] = per_image.mean(dim=1).numpy().astype(np.float32)
+        else:
+            idx = np.array([row[ImageSpec(c, objective, 0)] for c in channels])
+            images[objective] = pixels[idx]
+            source = centres if objective == "neuron" else means
+            activation[objective] = source[torch.from_numpy(idx), torch.tensor(channels)].numpy().astype(np.float32)
+    first = "channel" if "channel" in settings.objectives else settings.objectives[0]
+    response_rows = [row[ImageSpec(c, first, 0)] for c in channels]
+    return VisResult(channels, images, activation, means[response_rows].numpy().astype(np.float32))

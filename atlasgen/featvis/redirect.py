@@ -1,0 +1,60 @@
+"""Lucid's redirected ReLU gradient, for channels that start dead.
+
+A channel behind a ReLU can be zero everywhere on the initial image: its gradient is then zero
+and plain optimization never moves (grey images: lucid #68, lucent #34). While the context
+manager is active, every ReLU lets a gradient through where it would *raise* a negative
+pre-activation, but only for the images of the batch whose ordinary ReLU gradient is all zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+
+class RedirectedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        negative = x < 0
+        relu_grad = grad.masked_fill(negative, 0)
+        # Gradient descent moves x by -grad: grad > 0 would push a negative x further down.
+        redirected = grad.masked_fill(negative & (grad > 0), 0)
+        if x.dim() == 0:
+            return relu_grad if bool(relu_grad != 0) else redirected
+        dead = relu_grad.reshape(relu_grad.shape[0], -1).abs().amax(dim=1) == 0
+        dead = dead.reshape((-1,) + (1,) * (x.dim() - 1))
+        return torch.where(dead, redirected, relu_grad)
+
+
+def redirected_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Drop-in for `F.relu`; `inplace` is ignored (callers use the returned tensor)."""
+    return RedirectedReLU.apply(x)
+
+
+@contextmanager
+def redirect_relu_gradients(active: bool = True) -> Iterator[None]:
+    """Swap `F.relu`, `torch.relu` and `Tensor.relu` for the redirected version while active.
+
+    `nn.ReLU` modules and torchvision's `F.relu(x, inplace=True)` both look `F.relu` up at call
+    time, so this covers them. Not thread-safe: it patches module attributes for its duration.
+    """
+    if not active:
+        yield
+        return
+    saved = (F.relu, torch.relu, torch.Tensor.relu)
+    F.relu = redirected_relu
+    torch.relu = redirected_relu
+    torch.Tensor.relu = redirected_relu
+    try:
+        yield
+    finally:
+        F.relu, torch.relu, torch.Tensor.relu = saved

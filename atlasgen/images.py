@@ -1,0 +1,25 @@
+"""Encode image arrays as files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+
+
+def encode(array: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
+    """uint8 (H, W, 3) -> PNG, JPEG or WebP bytes; PNG is lossless and deterministic."""
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    if fmt == "png":
+        image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    elif fmt == "jpeg":
+        image.save(buffer, format="JPEG", quality=quality)
+    elif fmt == "webp":
+        image.save(buffer, format="WEBP", quality=quality, method=4)
+    else:
+        raise ValueError(f"unknown image format {fmt!r}")
+    return buffer.getvalue()
