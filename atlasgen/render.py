@@ -200,6 +200,8 @@ def relative_url(target: str, page_dir: str) -> str:
     if target.startswith(("#", "http://", "https://", "mailto:")):
         return target
     path, hash_, fragment = target.partition("#")
+    if hash_ and path == (f"{page_dir}/index.html" if page_dir else "index.html"):
+        return "#" + fragment  # same page: a plain fragment scrolls without reloading
     rel = posixpath.relpath(path, page_dir or ".")
     return rel + (hash_ + fragment if hash_ else "")
 

@@ -369,7 +369,8 @@ def test_unsafe_names_are_rejected(cache: Path, tmp_path: Path) -> None:
 def test_relative_url() -> None:
     assert relative_url("demo/conv1/index.html", "demo/conv1/3") == "../index.html"
     assert relative_url("index.html", "") == "index.html"
-    assert relative_url("demo/conv1/index.html#unit-3", "demo/conv1") == "index.html#unit-3"
+    assert relative_url("demo/conv1/index.html#unit-3", "demo/conv1") == "#unit-3"
+    assert relative_url("demo/conv1/index.html#unit-3", "demo/conv1/3") == "../index.html#unit-3"
     assert relative_url("#unit-3", "demo") == "#unit-3"
 
 
