@@ -280,7 +280,7 @@ def author_last_first(name: str) -> str:
 
 def bibtex_key(*parts: str | int) -> str:
     key = "-".join(str(p) for p in parts)
-    return re.sub(r"[^A-Za-z0-9:_-]+", "-", key).strip("-") or "atlas"
+    return re.sub(r"[^A-Za-z0-9:._-]+", "-", key).strip("-") or "atlas"
 
 
 # --------------------------------------------------------------------------- environment
