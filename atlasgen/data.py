@@ -188,6 +188,11 @@ class ImageFolder(torch.utils.data.Dataset):
         self.names = [p.relative_to(self.folder).as_posix() for p in self.paths]
         self.preprocess = preprocess
 
+    @property
+    def relative_paths(self) -> list[str]:
+        """Posix paths relative to the folder, in dataset-index order (same as `names`)."""
+        return self.names
+
     def __len__(self) -> int:
         return len(self.paths)
 

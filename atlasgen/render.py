@@ -28,6 +28,7 @@ import markdown
 from markupsafe import Markup
 from PIL import Image
 
+from .errors import AtlasError
 from .sitedata import Example, LayerData, ModelData, Related, SiteData, UnitData
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 def _check_segment(name: str, what: str) -> None:
     """Names become folders and URL segments as they are, so they must need no escaping."""
     if not _SAFE_SEGMENT.fullmatch(name):
-        raise ValueError(
+        raise AtlasError(
             f"{what} name {name!r} cannot be used in the site's URLs: use letters, digits, '.', '_' and '-'"
         )
 
@@ -243,7 +244,8 @@ def format_score(value: float | None) -> str:
 
 def format_ratio(activation: float | None, reference: float | None) -> str:
     """How an optimized image's activation compares with the dataset maximum."""
-    if activation is None or reference is None or reference <= 0 or not math.isfinite(activation):
+    # a negative objective drives the channel down: the dataset max is no yardstick for it
+    if activation is None or reference is None or reference <= 0 or not math.isfinite(activation) or activation < 0:
         return ""
     return f"{activation / reference:.1f}\u00d7 the dataset max"
 
@@ -453,7 +455,7 @@ def load_notes(notes: Path | None) -> dict[str, str]:
     if notes is None:
         return found
     if not notes.is_dir():
-        raise FileNotFoundError(f"notes folder {notes} does not exist")
+        raise AtlasError(f"notes folder {notes} does not exist")
     for path in sorted(notes.rglob("*.md")):
         rel = path.relative_to(notes).as_posix()[: -len(".md")]
         parts = rel.split("/")
@@ -577,14 +579,14 @@ def build_views(site: SiteData, writer: SiteWriter) -> list[ModelView]:
     for model in site.models:
         _check_segment(model.name, "model")
         if model.name in RESERVED_MODEL_NAMES or model.name in seen_models:
-            raise ValueError(f"model name {model.name!r} is reserved or used twice")
+            raise AtlasError(f"model name {model.name!r} is reserved or used twice")
         seen_models.add(model.name)
         mview = ModelView(data=model, url=f"{model_dir(model.name)}/index.html")
         seen_layers: set[str] = set()
         for layer in model.layers:
             _check_segment(layer.name, "layer")
             if layer.name in seen_layers:
-                raise ValueError(f"layer {layer.name!r} appears twice in model {model.name!r}")
+                raise AtlasError(f"layer {layer.name!r} appears twice in model {model.name!r}")
             seen_layers.add(layer.name)
             base = layer_dir(model.name, layer.name)
             lview = LayerView(data=layer, model=model.name, url=f"{base}/index.html", json_url=f"{base}/index.json")
@@ -831,7 +833,7 @@ def render_site(site: SiteData, output: Path, templates: Path | None = None, not
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     if templates is not None and not Path(templates).is_dir():
-        raise FileNotFoundError(f"templates folder {templates} does not exist")
+        raise AtlasError(f"templates folder {templates} does not exist")
     warnings: list[str] = []
     previous = _read_manifest(output)
     if not previous and any(output.iterdir()):

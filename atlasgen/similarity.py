@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# Rows (positions) converted to float64 at a time: bounds the pass's extra memory (~32 MB at 1024 channels).
+CHUNK_ELEMENTS = 1 << 22
 # Variance below this fraction of a channel's mean square counts as zero (constant channel).
 ZERO_VARIANCE = 1e-12
 
@@ -29,9 +31,14 @@ class CoActivation:
         """Add a batch of activations (B, C, H, W) or (B, C)."""
         if act.shape[1] != self.channels:
             raise ValueError(f"expected {self.channels} channels, got {act.shape[1]}")
-        x = act.detach().movedim(1, -1).reshape(-1, self.channels).to(torch.float64)
-        if x.shape[0] == 0:
-            return
+        act = act.detach()
+        per_image = max(1, act[0].numel()) if act.shape[0] else 1
+        step = max(1, CHUNK_ELEMENTS // per_image)
+        for start in range(0, act.shape[0], step):
+            self._add(act[start:start + step].movedim(1, -1).reshape(-1, self.channels))
+
+    def _add(self, x: torch.Tensor) -> None:
+        x = x.to(torch.float64)
         if self.shift is None:
             self.shift = x.mean(dim=0)
             self.sum = self.sum.to(x.device)

@@ -46,6 +46,8 @@ DEAD = {("demo", "conv2", 3)}  # one dead channel, to check it is labelled
 
 def _image(path: Path, size: tuple[int, int], seed: str, fmt: str) -> Path:
     """A small deterministic image whose content depends on `seed`, so files differ."""
+    if path.is_file():  # same seed, same pixels: reuse the file of an earlier call
+        return path
     rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]
@@ -149,14 +151,15 @@ class _PageScan(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.ids: set[str] = set()
-        self.links: list[tuple[str, str]] = []  # (tag.attr, value)
+        self.links: list[tuple[str, str]] = []  # (tag.attr, value); canonical links are "link.canonical"
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        canonical = tag == "link" and ("rel", "canonical") in attrs
         for name, value in attrs:
             if name == "id" and value:
                 self.ids.add(value)
-            if value is not None and (name in ("href", "src") or (tag == "img" and name == "srcset")):
-                self.links.append((f"{tag}.{name}", value))
+            if value is not None and name in ("href", "src"):
+                self.links.append(("link.canonical" if canonical else f"{tag}.{name}", value))
 
 
 def _scan(path: Path, cache: dict[Path, _PageScan]) -> _PageScan:
@@ -170,15 +173,17 @@ def _scan(path: Path, cache: dict[Path, _PageScan]) -> _PageScan:
 def site_link_problems(site_dir: Path, *, allow_absolute: tuple[str, ...] = ()) -> list[str]:
     """Every problem with the links of a built site: absolute or root-relative links, page
     links that do not end in `index.html`, missing targets and missing `#anchors`.
-    `404.html` may link absolutely (it is served at any depth)."""
+    `404.html` (served at any depth) and `<link rel="canonical">` may be absolute."""
     problems: list[str] = []
     pages: dict[Path, _PageScan] = {}
     for page in sorted(site_dir.rglob("*.html")):
         rel_page = page.relative_to(site_dir).as_posix()
         for where, link in _scan(page, pages).links:
             parts = urlsplit(link)
+            if parts.scheme == "data":  # inline, nothing to fetch
+                continue
             if parts.scheme or link.startswith("//"):
-                if rel_page == "404.html" or link.startswith(allow_absolute):
+                if rel_page == "404.html" or where == "link.canonical" or link.startswith(allow_absolute):
                     continue
                 problems.append(f"{rel_page}: absolute link {link}")
                 continue

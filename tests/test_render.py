@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from atlasgen.errors import AtlasError
 from atlasgen.render import (
     MANIFEST_NAME,
     RenderReport,
@@ -71,8 +72,10 @@ def test_every_page_type_exists(built: tuple[SiteData, Path, RenderReport]) -> N
 def test_all_links_are_relative_and_resolve(built: tuple[SiteData, Path, RenderReport], built_with_url: Path) -> None:
     _, out, _ = built
     assert site_link_problems(out) == []
-    # with a public URL only canonical links may be absolute, and they must use it
-    assert site_link_problems(built_with_url, allow_absolute=(URL,)) == []
+    # with a public URL only canonical links are absolute
+    assert site_link_problems(built_with_url) == []
+    canonical = re.findall(r'<link rel="canonical" href="([^"]+)">', read(built_with_url / "demo/conv2/5/index.html"))
+    assert canonical == [URL + "demo/conv2/5/"]
 
 
 def test_page_links_end_in_index_html(built: tuple[SiteData, Path, RenderReport]) -> None:
@@ -238,7 +241,7 @@ def test_citation_cff(built: tuple[SiteData, Path, RenderReport]) -> None:
 def test_404_is_self_contained(built_with_url: Path) -> None:
     html = read(built_with_url / "404.html")
     assert "<style>" in html and "--accent" in html
-    assert not re.search(r'(href|src)="(?!https?:)', html)
+    assert not re.search(r'(href|src)="(?!https?:|data:)', html)
     assert f'href="{URL}"' in html
 
 
@@ -358,7 +361,7 @@ def test_copy_falls_back_when_hard_links_fail(cache: Path, tmp_path: Path, monke
 def test_unsafe_names_are_rejected(cache: Path, tmp_path: Path) -> None:
     site = make_site_data(cache)
     site.models[0].layers[0].name = "../escape"
-    with pytest.raises(ValueError, match="cannot be used in the site's URLs"):
+    with pytest.raises(AtlasError, match="cannot be used in the site's URLs"):
         render_site(site, tmp_path / "site")
     assert not (tmp_path / "escape").exists()
 
@@ -379,3 +382,27 @@ def test_format_number() -> None:
     assert format_number(0.0) == "0"
     assert format_number(12345.6) == "12,346"
     assert format_number(None) == "n/a"
+
+
+def test_tampered_manifest_never_removes_outside_files(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    render_site(make_site_data(cache), out)
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    manifest = json.loads(read(out / MANIFEST_NAME))
+    manifest["files"] += ["../precious.txt", str(outside)]
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    render_site(make_site_data(cache), out)
+    assert outside.read_text() == "keep me"
+
+
+def test_site_works_offline_without_fetch_or_modules(built: tuple[SiteData, Path, RenderReport]) -> None:
+    _, out, _ = built
+    js = read(out / "assets/atlas.js")
+    css = read(out / "assets/atlas.css")
+    assert "fetch(" not in js and "XMLHttpRequest" not in js and "import(" not in js
+    assert "@import" not in css and "@font-face" not in css and "url(" not in css
+    for page in out.rglob("*.html"):
+        html = read(page)
+        assert 'type="module"' not in html, page
+        assert not re.search(r'<(script|img|link)[^>]+(src|href)="(https?:)?//', html.replace('rel="canonical"', "")), page

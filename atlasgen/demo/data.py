@@ -23,19 +23,6 @@ from atlasgen.errors import AtlasError
 
 log = logging.getLogger(__name__)
 
-CLASSES: tuple[str, ...] = (
-    "circle",
-    "square",
-    "triangle",
-    "ring",
-    "stripes",
-    "waves",
-    "checker",
-    "dots",
-    "blob",
-    "gradient",
-)
-
 MARKER_NAME = ".atlasgen-demo.json"
 # Bump when the drawing code changes, so a dataset written by an older version is rewritten.
 GENERATOR_VERSION = 1
@@ -128,14 +115,14 @@ def _square_wave(phase: np.ndarray, period: float) -> Alpha:
     return np.clip(0.5 + np.sin(phase) * period / (2 * np.pi), 0.0, 1.0)
 
 
-def _circle(rng, y, x) -> Alpha:
+def _circle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     size = y.shape[0]
     radius = rng.uniform(0.1, 0.3) * size
     cy, cx = _centre(rng, size, radius)
     return _edge_alpha(radius - np.hypot(y - cy, x - cx))
 
 
-def _square(rng, y, x) -> Alpha:
+def _square(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     size = y.shape[0]
     half = rng.uniform(0.1, 0.26) * size
     cy, cx = _centre(rng, size, half * 1.4)
@@ -143,7 +130,7 @@ def _square(rng, y, x) -> Alpha:
     return _edge_alpha(_polygon_distance(u, v, half, 4))
 
 
-def _triangle(rng, y, x) -> Alpha:
+def _triangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     size = y.shape[0]
     circumradius = rng.uniform(0.16, 0.36) * size
     cy, cx = _centre(rng, size, circumradius)
@@ -151,7 +138,7 @@ def _triangle(rng, y, x) -> Alpha:
     return _edge_alpha(_polygon_distance(u, v, circumradius / 2, 3))
 
 
-def _ring(rng, y, x) -> Alpha:
+def _ring(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     size = y.shape[0]
     radius = rng.uniform(0.14, 0.36) * size
     thickness = rng.uniform(0.025, 0.07) * size
@@ -159,7 +146,7 @@ def _ring(rng, y, x) -> Alpha:
     return _edge_alpha(thickness / 2 - np.abs(np.hypot(y - cy, x - cx) - radius))
 
 
-def _stripes(rng, y, x) -> Alpha:
+def _stripes(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     size = y.shape[0]
     period = rng.uniform(0.08, 0.2) * size
     u, _ = _rotated(y, x, 0.0, 0.0, rng.uniform(0.0, np.pi))
@@ -167,7 +154,7 @@ def _stripes(rng, y, x) -> Alpha:
     return _square_wave(phase, period) * _window(rng, y, x)
 
 
-def _waves(rng, y, x) -> Alpha:
+def _waves(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     size = y.shape[0]
     period = rng.uniform(0.1, 0.2) * size
     wavelength = rng.uniform(0.3, 0.55) * size
@@ -179,7 +166,7 @@ def _waves(rng, y, x) -> Alpha:
     return _square_wave(phase, period) * _window(rng, y, x)
 
 
-def _checker(rng, y, x) -> Alpha:
+def _checker(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     size = y.shape[0]
     cell = rng.uniform(0.06, 0.16) * size
     u, v = _rotated(y, x, 0.0, 0.0, rng.uniform(0.0, np.pi / 2))
@@ -188,7 +175,7 @@ def _checker(rng, y, x) -> Alpha:
     return np.clip(0.5 + product * cell / np.pi, 0.0, 1.0) * _window(rng, y, x)
 
 
-def _dots(rng, y, x) -> Alpha:
+def _dots(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     size = y.shape[0]
     spacing = rng.uniform(0.1, 0.2) * size
     radius = rng.uniform(0.18, 0.32) * spacing
@@ -199,7 +186,7 @@ def _dots(rng, y, x) -> Alpha:
     return _edge_alpha(radius - np.hypot(du, dv)) * _window(rng, y, x)
 
 
-def _blob(rng, y, x) -> Alpha:
+def _blob(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     """Soft Gaussian blobs with no hard edge."""
     size = y.shape[0]
     alpha = np.zeros_like(y)
@@ -210,7 +197,7 @@ def _blob(rng, y, x) -> Alpha:
     return alpha
 
 
-def _gradient(rng, y, x) -> Alpha:
+def _gradient(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> Alpha:
     """A linear ramp across the whole image, from the background colour to the pattern colour."""
     size = y.shape[0]
     u, _ = _rotated(y, x, size / 2, size / 2, rng.uniform(0.0, 2 * np.pi))
@@ -230,7 +217,8 @@ PATTERNS: dict[str, Callable[[np.random.Generator, np.ndarray, np.ndarray], Alph
     "blob": _blob,
     "gradient": _gradient,
 }
-assert tuple(PATTERNS) == CLASSES
+# The class index is the position of the pattern family in this tuple.
+CLASSES: tuple[str, ...] = tuple(PATTERNS)
 
 
 def _check_size(size: int) -> None:

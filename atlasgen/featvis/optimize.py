@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 CPU_BATCH_SIZE = 32  # images per batch on CPU (measured: throughput flat beyond ~16 on 2 cores)
 GPU_MEMORY_FRACTION = 0.6  # share of free GPU memory an automatic batch may use
 MAX_AUTO_BATCH = 512
+# Gradients are normalized to unit RMS per image before Adam, so this epsilon is relative: Fourier
+# coefficients whose gradient is mere numerical noise (far below the image's RMS) are not blown
+# up to full-size steps by Adam's per-coordinate normalization.
+ADAM_EPS = 1e-2
 
 
 @dataclass
@@ -219,7 +223,7 @@ def optimize_batch(
     for octave in plan:
         if octave.size != param.size:
             param = _resized(param, octave.size)
-        optimizer = torch.optim.Adam([param.params], lr=octave.lr[0])
+        optimizer = torch.optim.Adam([param.params], lr=octave.lr[0], eps=ADAM_EPS)
         ranges = base.scaled(octave.size / settings.size)
         for k in range(octave.steps):
             t = k / (octave.steps - 1) if octave.steps > 1 else 0.0
@@ -232,10 +236,13 @@ def optimize_batch(
             loss = objective.loss(acts)
             if scaler is not None:
                 scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                _normalize_gradients(param.params)
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 loss.backward()
+                _normalize_gradients(param.params)
                 optimizer.step()
             param.blur(octave.blur[0] + (octave.blur[1] - octave.blur[0]) * t)
             step += 1
@@ -246,6 +253,16 @@ def optimize_batch(
         if final.shape[-1] != settings.size:
             final = F.interpolate(final, size=(settings.size, settings.size), mode="bilinear", align_corners=False)
     return final.float().cpu()
+
+
+def _normalize_gradients(params: torch.Tensor) -> None:
+    """Scale each image's gradient to unit RMS (per image, so batch-independent)."""
+    grad = params.grad
+    if grad is None:
+        return
+    rms = grad.flatten(1).pow(2).mean(dim=1).sqrt()
+    # Keep an all-zero gradient (dead image, or an fp16 overflow the scaler will skip) as it is.
+    grad.div_(torch.where(rms > 0, rms, torch.ones_like(rms)).view((-1,) + (1,) * (grad.dim() - 1)))
 
 
 def _resized(param: ImageParam, size: int) -> ImageParam:

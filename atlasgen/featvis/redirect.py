@@ -26,13 +26,15 @@ class RedirectedReLU(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         negative = x < 0
         relu_grad = grad.masked_fill(negative, 0)
+        per_image = (relu_grad != 0).reshape(relu_grad.shape[0], -1) if x.dim() else (relu_grad != 0).reshape(1, 1)
+        dead = ~per_image.any(dim=1)
+        if not bool(dead.any()):  # the common case once the images are alive: plain ReLU
+            return relu_grad
         # Gradient descent moves x by -grad: grad > 0 would push a negative x further down.
         redirected = grad.masked_fill(negative & (grad > 0), 0)
-        if x.dim() == 0:
-            return relu_grad if bool(relu_grad != 0) else redirected
-        dead = relu_grad.reshape(relu_grad.shape[0], -1).abs().amax(dim=1) == 0
-        dead = dead.reshape((-1,) + (1,) * (x.dim() - 1))
-        return torch.where(dead, redirected, relu_grad)
+        if bool(dead.all()):
+            return redirected
+        return torch.where(dead.reshape((-1,) + (1,) * (x.dim() - 1)), redirected, relu_grad)
 
 
 def redirected_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:

@@ -1,0 +1,150 @@
+"""Benchmark of the dataset stage: `dataset_pass` with every default layer of torchvision
+GoogLeNet and ResNet-50 (seeded random init, no downloads) against a bare forward pass of
+the same model over the same images with the same DataLoader, workers and preprocessing.
+
+    /work/venv/bin/python benchmarks/dataset_pass.py [--images 256] [--batch-size 32]
+
+Prints images/s of both, their ratio, and the peak resident memory of the main process
+after N = images/4 and after all 4N images of the pass. Each model runs in a fresh child
+process so that peaks do not leak from one measurement into the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def write_images(folder: Path, count: int, seed: int = 0) -> None:
+    """`count` 240x320 JPEGs of smooth random colour (so resize + centre crop do real work)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        coarse = rng.integers(0, 256, size=(15, 20, 3), dtype=np.uint8)
+        img = Image.fromarray(coarse).resize((320, 240), Image.Resampling.BICUBIC)
+        img.save(folder / f"{i:05d}.jpg", quality=90)
+
+
+def memory_kib(field: str) -> int:
+    """VmRSS (current) or VmHWM (peak) of this process, KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def build_model(name: str):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    if name == "googlenet":
+        model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
+    else:
+        model = torchvision.models.resnet50(weights=None)
+    return model.eval()
+
+
+def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int) -> dict:
+    import torch
+
+    from atlasgen.data import ImageFolder
+    from atlasgen.examples import _loader, dataset_pass
+    from atlasgen.models import default_layer_names, feature_layers
+    from atlasgen.settings import ExamplesSettings, Preprocess
+
+    device = torch.device("cpu")
+    model = build_model(name)
+    layers = [layer.name for layer in feature_layers(model, 224, default_layer_names(model))]
+    dataset = ImageFolder(folder, Preprocess(input_size=224))
+    settings = ExamplesSettings(batch_size=batch_size, workers=workers)
+    with torch.inference_mode():  # warm-up: allocator and thread pools, outside every measurement
+        model(torch.stack([dataset[i][0] for i in range(min(batch_size, len(dataset)))]))
+
+    def bare() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for images, _indices, _failed in _loader(dataset, settings, device):
+                model(images.to(device))
+        return len(dataset) / (time.perf_counter() - start)
+
+    def full() -> tuple[float, int, int]:
+        done, peak_small = 0, 0
+
+        def progress(n: int) -> None:
+            nonlocal done, peak_small
+            done += n
+            if done >= small and not peak_small:
+                peak_small = memory_kib("VmHWM")
+
+        start = time.perf_counter()
+        dataset_pass(model, layers, dataset, settings, device, progress=progress)
+        return len(dataset) / (time.perf_counter() - start), peak_small, memory_kib("VmHWM")
+
+    baseline = memory_kib("VmRSS")
+    pass_rate, peak_small, peak_all = full()  # first, so its peaks are not the bare loop's
+    bare_rate = bare()
+    # a second round in the other order evens out load from other processes on the machine
+    bare_rate = max(bare_rate, bare())
+    pass_rate = max(pass_rate, full()[0])
+    return {"model": name, "layers": layers, "images": len(dataset), "bare": bare_rate, "pass": pass_rate,
+            "baseline_mib": baseline / 1024, "peak_small_mib": peak_small / 1024, "peak_all_mib": peak_all / 1024,
+            "threads": torch.get_num_threads()}
+
+
+def report(result: dict, small: int) -> str:
+    ratio = result["pass"] / result["bare"]
+    grow_small = result["peak_small_mib"] - result["baseline_mib"]
+    grow_all = result["peak_all_mib"] - result["baseline_mib"]
+    growth = (result["peak_all_mib"] - result["peak_small_mib"]) / result["peak_small_mib"]
+    return "\n".join([
+        f"{result['model']}: {len(result['layers'])} layers ({', '.join(result['layers'])})",
+        f"  bare forward  {result['bare']:7.2f} images/s",
+        f"  dataset pass  {result['pass']:7.2f} images/s   ratio {ratio:.3f} (target >= 0.8)",
+        f"  peak RSS      {result['peak_small_mib']:.0f} MiB after {small} images, {result['peak_all_mib']:.0f} MiB after "
+        f"{result['images']}: growth {100 * growth:+.1f}% (target < 10%)",
+        f"                above the {result['baseline_mib']:.0f} MiB before the pass: {grow_small:.0f} MiB -> {grow_all:.0f} MiB",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=256, help="4N: images of the run (N = a quarter)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1 = automatic)")
+    parser.add_argument("--models", nargs="+", default=["googlenet", "resnet50"], choices=["googlenet", "resnet50"])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    small = max(1, args.images // 4)
+    if args.child:
+        print(json.dumps(run_child(args.child, args.folder, args.batch_size, args.workers, small)))
+        return
+    with tempfile.TemporaryDirectory(prefix="atlasgen-bench-") as tmp:
+        folder = Path(tmp) / "images"
+        write_images(folder, args.images)
+        print(f"{args.images} generated 320x240 JPEGs, batch {args.batch_size}, workers {args.workers}")
+        for name in args.models:
+            out = subprocess.run([sys.executable, __file__, "--child", name, "--folder", str(folder),
+                                  "--images", str(args.images), "--batch-size", str(args.batch_size),
+                                  "--workers", str(args.workers)], check=True, capture_output=True, text=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            print(report(result, small), flush=True)
+            print(f"  (torch threads: {result['threads']})")
+
+
+if __name__ == "__main__":
+    main()

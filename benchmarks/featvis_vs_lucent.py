@@ -1,0 +1,185 @@
+"""Benchmark: atlasgen's feature visualization against torch-lucent 0.1.8, side by side in one run.
+
+Same model (torchvision GoogLeNet, seeded random init, weights saved once to a file and loaded
+fresh for each engine), same total steps, same final image size fed to the network, same
+evaluation (the model on the final uint8 image without transforms, spatial mean of the channel).
+
+Run with an interpreter that has both atlasgen's dependencies and torch-lucent, e.g.:
+    /work/bench-venv/bin/python benchmarks/featvis_vs_lucent.py
+See benchmarks/README-featvis.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from atlasgen.featvis import visualize_channels  # noqa: E402
+from atlasgen.featvis.optimize import layer_means, octave_plan, to_uint8  # noqa: E402
+from atlasgen.hooks import forward_layers  # noqa: E402
+from atlasgen.settings import Preprocess, VisSettings  # noqa: E402
+
+log = logging.getLogger("featvis_bench")
+CPU = torch.device("cpu")
+PREPROCESS = Preprocess()  # ImageNet mean/std, as lucent's normalize()
+
+
+def build_weights(path: Path) -> Path:
+    """Seeded random-init GoogLeNet saved once, so every engine gets identical weights."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
+        torch.save(model.state_dict(), path)
+    return path
+
+
+def load_model(path: Path) -> torch.nn.Module:
+    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    model.load_state_dict(torch.load(path, map_location="cpu"))
+    return model.eval()
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best-of float32 matmul throughput: the machine's practical peak for dense compute."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=generator), torch.randn(n, n, generator=generator)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def forward_flops(model: torch.nn.Module, layer: str | None, size: int) -> int:
+    """FLOPs of one image's forward pass, to `layer` (atlasgen) or through the whole model (lucent)."""
+    x = torch.rand(1, 3, size, size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        if layer is None:
+            model(x)
+        else:
+            forward_layers(model, x, [layer])
+    return counter.get_total_flops()
+
+
+def evaluate(model: torch.nn.Module, layer: str, images: torch.Tensor, channels: list[int]) -> np.ndarray:
+    """Spatial mean of each image's channel on the uint8-quantized image, no transforms."""
+    quantized = torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float() / 255
+    means, _ = layer_means(model, layer, quantized, PREPROCESS, CPU)
+    return means[torch.arange(len(channels)), torch.tensor(channels)].numpy()
+
+
+def run_lucent(weights: Path, layer: str, channels: list[int], steps: int, size: int, batched: bool) -> tuple[float, torch.Tensor]:
+    from lucent.optvis import objectives, param, render
+
+    model = load_model(weights)  # fresh: lucent leaves its hooks on the model
+    np.random.seed(0)
+    torch.manual_seed(0)
+    kwargs = dict(fixed_image_size=size, thresholds=(steps,), show_image=False, progress=False)
+    start = time.perf_counter()
+    if batched:
+        objective = sum(objectives.channel(layer, c, batch=i) for i, c in enumerate(channels))
+        images = render.render_vis(model, objective, param_f=lambda: param.image(size, batch=len(channels)), **kwargs)[-1]
+    else:
+        images = np.concatenate(
+            [render.render_vis(model, objectives.channel(layer, c), param_f=lambda: param.image(size), **kwargs)[-1] for c in channels]
+        )
+    elapsed = time.perf_counter() - start
+    return elapsed, torch.from_numpy(images).permute(0, 3, 1, 2)
+
+
+def run_atlasgen(weights: Path, layer: str, channels: list[int], settings: VisSettings) -> tuple[float, torch.Tensor]:
+    model = load_model(weights)
+    start = time.perf_counter()
+    result = visualize_channels(model, layer, channels, settings, PREPROCESS, CPU)
+    elapsed = time.perf_counter() - start
+    return elapsed, torch.from_numpy(result.images["channel"]).permute(0, 3, 1, 2).float() / 255
+
+
+def spread(n_channels: int, count: int) -> list[int]:
+    """`count` channels spread evenly over the layer (the branches of an inception block differ)."""
+    return sorted({int(i * n_channels / count) for i in range(count)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", nargs="+", default=["inception3a", "inception4c"])
+    parser.add_argument("--lucent-channels", type=int, default=8)
+    parser.add_argument("--atlasgen-channels", type=int, default=32, help="compared on the lucent channels, timed on all")
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--skip-lucent-single", action="store_true")
+    parser.add_argument("--weights", type=Path, default=Path("/tmp/atlasgen-featvis-bench/googlenet_seed0.pt"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    weights = build_weights(args.weights)
+    reference = load_model(weights)
+    peak = matmul_gflops()
+    settings = VisSettings(objectives=("channel",), steps=args.steps, size=args.size)
+    log.info("matmul peak %.1f GFLOP/s; load average %s; torch %s, %d threads", peak, os.getloadavg(), torch.__version__, torch.get_num_threads())
+    rows = []
+    for layer in args.layers:
+        n_layer = forward_layers(reference, torch.rand(1, 3, args.size, args.size), [layer])[layer].shape[1]
+        compared = spread(n_layer, args.lucent_channels)
+        timed = sorted(set(compared) | set(spread(n_layer, args.atlasgen_channels)))
+        # atlasgen FLOPs per image: its octave schedule, forward cut at the layer; lucent: the whole
+        # model at the final size every step. x3 for forward + backward, as agreed for both.
+        ours_flops = 3 * sum(o.steps * forward_flops(reference, layer, o.size) for o in octave_plan(settings))
+        lucent_flops = 3 * args.steps * forward_flops(reference, None, args.size)
+
+        engines: dict[str, tuple[float, int, np.ndarray, int]] = {}
+        seconds, images = run_atlasgen(weights, layer, timed, settings)
+        index = [timed.index(c) for c in compared]
+        engines["atlasgen"] = (seconds, len(timed), evaluate(reference, layer, images[index], compared), ours_flops)
+        log.info("%s atlasgen: %d channels in %.1f s", layer, len(timed), seconds)
+        modes = [("lucent batch", True)] + ([] if args.skip_lucent_single else [("lucent single", False)])
+        for name, batched in modes:
+            seconds, images = run_lucent(weights, layer, compared, args.steps, args.size, batched)
+            engines[name] = (seconds, len(compared), evaluate(reference, layer, images, compared), lucent_flops)
+            log.info("%s %s: %d channels in %.1f s", layer, name, len(compared), seconds)
+        rows.append((layer, compared, engines))
+    print_table(rows, peak)
+
+
+def print_table(rows: list, peak: float) -> None:
+    print(f"\nmatmul peak {peak:.1f} GFLOP/s\n")
+    header = f"{'layer':<12} {'engine':<14} {'ch':>3} {'s/ch':>7} {'ch/s':>7} {'median act':>11} {'GFLOP/s':>8} {'% peak':>7}"
+    print(header)
+    print("-" * len(header))
+    for layer, compared, engines in rows:
+        for name, (seconds, count, acts, flops) in engines.items():
+            gflops = flops * count / seconds / 1e9
+            print(f"{layer:<12} {name:<14} {count:>3} {seconds / count:>7.3f} {count / seconds:>7.3f} "
+                  f"{statistics.median(acts):>11.4g} {gflops:>8.1f} {100 * gflops / peak:>6.1f}%")
+        ours = engines["atlasgen"]
+        lucent_name = min((n for n in engines if n != "atlasgen"), key=lambda n: engines[n][0] / engines[n][1])
+        best = engines[lucent_name]
+        speedup = (ours[1] / ours[0]) / (best[1] / best[0])
+        wins = int(np.sum(ours[2] >= best[2]))
+        print(f"{layer:<12} speed-up vs {lucent_name}: {speedup:.1f}x; median activation ratio "
+              f"{statistics.median(ours[2]) / statistics.median(best[2]):.2f}; atlasgen >= lucent on {wins}/{len(compared)} channels")
+        print(f"{'':<12} per channel {compared}:\n{'':<14}atlasgen {np.array2string(ours[2], precision=4)}\n"
+              f"{'':<14}lucent   {np.array2string(best[2], precision=4)}")
+    print()
+
+
+if __name__ == "__main__":
+    main()

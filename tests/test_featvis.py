@@ -1,0 +1,237 @@
+"""Feature visualization engine: tiny hand-built CNNs with known answers."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlasgen.errors import AtlasError
+from atlasgen.featvis import VisResult, pick_device, visualize_channels
+from atlasgen.featvis.objectives import ImageSpec, gram_similarity, image_seed
+from atlasgen.featvis.optimize import octave_plan, pack_batches
+from atlasgen.featvis.param import ImageParam
+from atlasgen.featvis.redirect import RedirectedReLU, redirect_relu_gradients
+from atlasgen.featvis.transforms import TransformRanges, random_view
+from atlasgen.settings import Octave, Preprocess, VisSettings
+
+CPU = torch.device("cpu")
+# Identity-like preprocessing keeps the hand-set weights readable: input = 2 * image - 1.
+CENTRED = Preprocess(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+OCTAVES = (
+    Octave(scale=0.5, share=0.5, lr=(0.4, 0.4), blur=(0.5, 0.25)),
+    Octave(scale=1.0, share=0.5, lr=(0.4, 0.2), blur=(0.25, 0.0)),
+)
+
+
+def tiny_settings(**overrides) -> VisSettings:
+    base = dict(
+        objectives=("channel",), diversity=2, size=32, steps=48, octaves=OCTAVES,
+        pad=2, jitter=2, scale=(0.95, 1.05), rotate=5.0, relu_redirect_steps=4, batch_size=0,
+    )
+    base.update(overrides)
+    return VisSettings(**base)
+
+
+def feature_net() -> nn.Module:
+    """Channel 0: red; 1: green; 2: horizontal edges (intensity changing along y); 3: vertical."""
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[0, :, 1, 1] = torch.tensor([1.0, -1.0, -1.0])
+        conv.weight[1, :, 1, 1] = torch.tensor([-1.0, 1.0, -1.0])
+        edge = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -1.0, -1.0]])
+        conv.weight[2] = edge / 3
+        conv.weight[3] = edge.T / 3
+    # Leaky, so regions that start on the wrong side still get a gradient: this test is about
+    # what the engine finds, not about ReLU dead zones (the dead-start test covers those).
+    return nn.Sequential(OrderedDict(conv=conv, act=nn.LeakyReLU(0.1))).eval()
+
+
+def random_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 8, 3, padding=1), relu1=nn.ReLU(), pool=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(8, 6, 3, padding=1), relu2=nn.ReLU(),
+        )
+    ).eval()
+
+
+def dead_net() -> nn.Module:
+    """Channel 0 sums red over 3x3 with bias -3: dead on a grey start, alive on a red image."""
+    conv = nn.Conv2d(3, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0] = 1.0
+        conv.weight[1, 1] = 1.0
+        conv.bias.copy_(torch.tensor([-3.0, 0.0]))
+    return nn.Sequential(OrderedDict(conv=conv, act=nn.ReLU())).eval()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def mean_rgb(image: np.ndarray) -> np.ndarray:
+    return image.reshape(-1, 3).astype(np.float64).mean(axis=0)
+
+
+def test_colour_and_orientation_channels_show_their_feature():
+    result = visualize_channels(feature_net(), "act", [0, 1, 2, 3], tiny_settings(), CENTRED, CPU)
+    red, green = mean_rgb(result.images["channel"][0]), mean_rgb(result.images["channel"][1])
+    assert red[0] > red[1] + 40 and red[0] > red[2] + 40
+    assert green[1] > green[0] + 40 and green[1] > green[2] + 40
+
+    def gradients(image: np.ndarray) -> tuple[float, float]:
+        grey = image.astype(np.float64).mean(axis=2)
+        return np.abs(np.diff(grey, axis=0)).mean(), np.abs(np.diff(grey, axis=1)).mean()
+
+    along_y, along_x = gradients(result.images["channel"][2])
+    assert along_y > 1.5 * along_x  # horizontal stripes: intensity changes going down
+    along_y, along_x = gradients(result.images["channel"][3])
+    assert along_x > 1.5 * along_y
+    assert (result.activation["channel"] > 0).all()
+
+
+def test_same_channel_alone_or_in_a_batch_gives_the_same_image():
+    settings = tiny_settings(objectives=("channel", "diversity"), steps=12, size=24)
+    alone = visualize_channels(random_net(), "relu2", [3], settings, CENTRED, CPU)
+    crowd = visualize_channels(random_net(), "relu2", [0, 1, 2, 3, 4, 5], settings, CENTRED, CPU)
+    split = visualize_channels(random_net(), "relu2", [5, 3, 1], tiny_settings(
+        objectives=("channel", "diversity"), steps=12, size=24, batch_size=3), CENTRED, CPU)
+    for objective in ("channel", "diversity"):
+        assert psnr(alone.images[objective][0], crowd.images[objective][3]) > 40
+        assert psnr(alone.images[objective][0], split.images[objective][1]) > 40
+    # Different channels really do differ, so the comparison above is not vacuous.
+    assert psnr(crowd.images["channel"][0], crowd.images["channel"][3]) < 30
+
+
+def test_same_seed_reproduces_and_another_seed_differs():
+    settings = tiny_settings(steps=8, size=24)
+    first = visualize_channels(random_net(), "relu2", [0, 2], settings, CENTRED, CPU)
+    second = visualize_channels(random_net(), "relu2", [0, 2], settings, CENTRED, CPU)
+    other = visualize_channels(random_net(), "relu2", [0, 2], tiny_settings(steps=8, size=24, seed=1), CENTRED, CPU)
+    assert np.array_equal(first.images["channel"], second.images["channel"])
+    assert np.array_equal(first.activation["channel"], second.activation["channel"])
+    assert not np.array_equal(first.images["channel"], other.images["channel"])
+
+
+def test_dead_channel_comes_alive_only_with_redirected_relu():
+    with_redirect = visualize_channels(dead_net(), "act", [0], tiny_settings(relu_redirect_steps=8), CENTRED, CPU)
+    without = visualize_channels(dead_net(), "act", [0], tiny_settings(relu_redirect_steps=0), CENTRED, CPU)
+    assert with_redirect.activation["channel"][0] > 0.5
+    image = with_redirect.images["channel"][0]
+    assert image.std() > 20 and np.percentile(image[..., 0], 90) > 200  # not grey: red where it fires
+    assert without.activation["channel"][0] == 0
+    assert np.abs(without.images["channel"][0].astype(int) - 128).max() <= 3  # still the grey start
+
+
+def test_redirected_relu_gradient_rules():
+    x = torch.tensor([[-1.0, -1.0, 2.0], [-1.0, -2.0, -3.0]], requires_grad=True)
+    grad = torch.tensor([[-1.0, 1.0, 5.0], [-1.0, 1.0, -2.0]])
+    RedirectedReLU.apply(x).backward(grad)
+    # Row 0 has an ordinary gradient (x=2): plain ReLU. Row 1 is dead: pass what raises x.
+    assert x.grad.tolist() == [[0.0, 0.0, 5.0], [-1.0, 0.0, -2.0]]
+    original = F.relu
+    with redirect_relu_gradients():
+        assert F.relu is not original and nn.ReLU()(torch.tensor([-1.0, 1.0])).tolist() == [0.0, 1.0]
+    assert F.relu is original
+
+
+def test_objectives_have_documented_shapes_and_signs():
+    settings = tiny_settings(objectives=("channel", "negative", "neuron", "diversity"), steps=12, size=24, diversity=3)
+    result = visualize_channels(feature_net(), "act", [0, 2], settings, CENTRED, CPU)
+    assert isinstance(result, VisResult) and result.channels == [0, 2]
+    for objective in ("channel", "negative", "neuron"):
+        assert result.images[objective].shape == (2, 24, 24, 3) and result.images[objective].dtype == np.uint8
+    assert result.images["diversity"].shape == (2, 3, 24, 24, 3)
+    for objective in settings.objectives:
+        assert result.activation[objective].shape == (2,) and result.activation[objective].dtype == np.float32
+    assert result.layer_response.shape == (2, 4) and result.layer_response.dtype == np.float32
+    assert np.allclose(result.layer_response[[0, 1], [0, 2]], result.activation["channel"], rtol=1e-5)
+    assert (result.activation["negative"] < result.activation["channel"]).all()
+    only_neuron = visualize_channels(feature_net(), "act", [1], tiny_settings(objectives=("neuron",), steps=4), CENTRED, CPU)
+    assert set(only_neuron.images) == {"neuron"} and only_neuron.layer_response.shape == (1, 4)
+
+
+def test_diversity_term_pushes_images_apart():
+    def mean_similarity(weight: float) -> float:
+        settings = tiny_settings(objectives=("diversity",), diversity=3, diversity_weight=weight, steps=16, size=24)
+        images = visualize_channels(random_net(1), "relu2", [2], settings, CENTRED, CPU).images["diversity"][0]
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            acts = random_net(1)(2 * x - 1)
+        return float(gram_similarity(acts).mean())
+
+    assert mean_similarity(5.0) < mean_similarity(0.0)
+
+
+def test_pick_device_explains_unavailable_devices():
+    assert pick_device("cpu") == CPU
+    assert pick_device("auto").type in {"cpu", "cuda", "mps"}
+    with pytest.raises(AtlasError, match='"auto" or device = "cpu"'):
+        pick_device("cuda:99")
+    with pytest.raises(AtlasError, match="unknown device"):
+        pick_device("tpu-please")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(AtlasError, match="MPS is not available"):
+            pick_device("mps")
+
+
+def test_model_state_and_hooks_are_left_as_found():
+    model = random_net()
+    model.conv1.weight.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    visualize_channels(model, "relu2", [1], tiny_settings(steps=4, size=16), CENTRED, CPU)
+    assert [p.requires_grad for p in model.parameters()] == flags == [False, True, True, True]
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training and F.relu.__module__ == "torch.nn.functional"
+
+
+def test_unknown_layer_or_channel_is_a_user_error():
+    with pytest.raises(AtlasError, match="no layer 'nope'"):
+        visualize_channels(random_net(), "nope", [0], tiny_settings(), CENTRED, CPU)
+    with pytest.raises(AtlasError, match="has 6 channels"):
+        visualize_channels(random_net(), "relu2", [6], tiny_settings(steps=2, size=16), CENTRED, CPU)
+
+
+def test_parameterization_inverts_exactly():
+    generator = torch.Generator().manual_seed(0)
+    for fft, decorrelate in [(True, True), (True, False), (False, True)]:
+        param = ImageParam(torch.randn((2,) + ImageParam.shape_for(20, fft), generator=generator) * 0.1, 20, fft, decorrelate)
+        image = param.image().detach()
+        copy = ImageParam(torch.zeros_like(param.params), 20, fft, decorrelate)
+        copy.set_image(image)
+        assert torch.allclose(copy.image(), image, atol=1e-5)
+
+
+def test_identity_transform_keeps_the_image_and_shifts_move_it():
+    image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    centre = torch.full((2, 4), 0.5)  # shift 0, middle of the scale range, angle 0
+    still = TransformRanges(pad=0.0, jitter=0.0, scale=(1.0, 1.0), rotate=0.0)
+    assert torch.allclose(random_view(image, centre, still), image, atol=1e-5)
+    shifted = random_view(image, torch.tensor([[1.0, 0.5, 0.5, 0.5]] * 2), TransformRanges(1.0, 2.0, (1.0, 1.0), 0.0))
+    assert torch.allclose(shifted[..., :, :-1], image[..., :, 1:], atol=1e-5)  # one pixel left
+    padded = random_view(image, centre, TransformRanges(pad=4.0, jitter=0.0, scale=(1.0, 1.0), rotate=0.0))
+    assert torch.allclose(padded[..., 0, 0], torch.full((2, 3), 0.5))  # grey border
+
+
+def test_octave_plan_and_batches():
+    plan = octave_plan(tiny_settings(steps=25, size=32))
+    assert [o.size for o in plan] == [16, 32] and sum(o.steps for o in plan) == 25
+    specs = [ImageSpec(c, o, i) for c in range(3) for o, n in (("channel", 1), ("diversity", 3)) for i in range(n)]
+    batches = pack_batches(specs, 5)
+    assert sum(map(len, batches)) == len(specs) and all(len(b) <= 5 for b in batches)
+    for batch in batches:  # diversity groups whole
+        for c in {s.channel for s in batch if s.objective == "diversity"}:
+            assert sum(s.channel == c and s.objective == "diversity" for s in batch) == 3
+    assert image_seed(0, specs[0]) == image_seed(0, ImageSpec(0, "channel", 0)) != image_seed(1, specs[0])

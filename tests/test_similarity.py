@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+import atlasgen.similarity as similarity
+from atlasgen.similarity import CoActivation, cross_activation, top_similar
+
+
+def activations(seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    act = torch.randn(12, 5, 4, 3, generator=generator)
+    act[:, 1] = 0.6 * act[:, 0] + 0.4 * act[:, 1]  # correlated with 0
+    act[:, 2] = 1000.0 + act[:, 2] * 1e-2  # large mean, small spread: tests cancellation
+    act[:, 3] = act[:, 0]  # an exact copy
+    act[:, 4] = 7.0  # constant
+    return act
+
+
+def brute_force(act: torch.Tensor) -> np.ndarray:
+    return act.double().movedim(1, -1).reshape(-1, act.shape[1]).numpy()
+
+
+def test_correlation_mean_std_match_numpy_over_batches():
+    act = activations()
+    co = CoActivation(5)
+    for chunk in act.split(5):  # uneven batches
+        co.update(chunk)
+    x = brute_force(act)
+    assert co.count == x.shape[0]
+    assert np.allclose(co.mean(), x.mean(0), rtol=1e-12, atol=1e-12)
+    assert np.allclose(co.std(), x.std(0), rtol=1e-6, atol=1e-12)
+    live = [0, 1, 2, 3]
+    corr = co.correlation()
+    assert np.allclose(corr[np.ix_(live, live)], np.corrcoef(x[:, live].T), atol=1e-6)
+
+
+def test_zero_variance_channel_has_r_zero_and_unit_diagonal():
+    corr = CoActivation(5)
+    corr.update(activations())
+    r = corr.correlation()
+    assert corr.std()[4] == 0.0
+    assert np.all(r[4, :4] == 0) and np.all(r[:4, 4] == 0) and r[4, 4] == 1.0
+    assert np.allclose(np.diag(r), 1.0)
+
+
+def test_copy_of_a_channel_has_r_one_and_is_its_top_similar():
+    co = CoActivation(5)
+    co.update(activations())
+    r = co.correlation()
+    assert r[0, 3] == pytest.approx(1.0, abs=1e-9)
+    similar = top_similar(r, 2)
+    assert similar[0][0][0] == 3 and similar[3][0][0] == 0
+    assert similar[0][1][0] == 1 and similar[3][1][0] == 1
+
+
+def test_chunked_update_equals_one_shot(monkeypatch):
+    act = activations(1)
+    whole = CoActivation(5)
+    whole.update(act)
+    monkeypatch.setattr(similarity, "CHUNK_ELEMENTS", 7)  # one image per chunk
+    chunked = CoActivation(5)
+    chunked.update(act)
+    assert np.allclose(whole.correlation(), chunked.correlation(), atol=1e-12)
+
+
+def test_two_dimensional_activations():
+    co = CoActivation(3)
+    x = torch.tensor([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [3.0, 7.0, 0.0]])
+    co.update(x)
+    assert co.count == 3
+    assert co.correlation()[0, 1] == pytest.approx(np.corrcoef(x[:, 0], x[:, 1])[0, 1])
+
+
+def test_top_similar_excludes_self_and_breaks_ties_by_lower_channel():
+    corr = np.array([[1.0, 0.5, 0.5, 0.9], [0.5, 1.0, 0.2, 0.2], [0.5, 0.2, 1.0, 0.2], [0.9, 0.2, 0.2, 1.0]])
+    result = top_similar(corr, 2)
+    assert result[0] == [(3, 0.9), (1, 0.5)]
+    assert result[1] == [(0, 0.5), (2, 0.2)]
+    assert top_similar(corr, 10)[2] == [(0, 0.5), (1, 0.2), (3, 0.2)]
+
+
+def test_cross_activation_uses_dataset_scale():
+    mean = np.array([0.0, 10.0, 0.0, 5.0])
+    std = np.array([1.0, 10.0, 0.5, 0.0])
+    # channel 0's image: raw response of channel 1 is largest, but only 1 std above its mean
+    response = np.array([[9.0, 20.0, 1.0, 100.0], [0.0, 50.0, 0.25, 5.0]])
+    result = cross_activation(response, [0, 1], mean, std, 2)
+    assert result[0] == [(2, 2.0), (1, 1.0)]  # channel 3 has no spread: score 0
+    assert result[1] == [(2, 0.5), (0, 0.0)]
+    with pytest.raises(ValueError):
+        cross_activation(response, [0], mean, std, 2)
