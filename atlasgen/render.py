@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable
 from xml.sax.saxutils import escape as xml_escape
 
 import jinja2
@@ -180,20 +180,16 @@ def _check_segment(name: str, what: str) -> None:
         )
 
 
-def _seg(name: str | int) -> str:
-    return str(name)
-
-
 def model_dir(model: str) -> str:
-    return _seg(model)
+    return model
 
 
 def layer_dir(model: str, layer: str) -> str:
-    return f"{_seg(model)}/{_seg(layer)}"
+    return f"{model}/{layer}"
 
 
 def unit_dir(model: str, layer: str, channel: int) -> str:
-    return f"{_seg(model)}/{_seg(layer)}/{channel}"
+    return f"{model}/{layer}/{channel}"
 
 
 def relative_url(target: str, page_dir: str) -> str:
@@ -247,7 +243,11 @@ def format_ratio(activation: float | None, reference: float | None) -> str:
     # a negative objective drives the channel down: the dataset max is no yardstick for it
     if activation is None or reference is None or reference <= 0 or not math.isfinite(activation) or activation < 0:
         return ""
-    return f"{activation / reference:.1f}\u00d7 the dataset max"
+    ratio = activation / reference
+    if ratio >= 1:
+        return f"{ratio:.1f}\u00d7 the dataset max"
+    percent = 100 * ratio
+    return f"{percent:.0f}% of the dataset max" if percent >= 10 else f"{percent:.2g}% of the dataset max"
 
 
 def format_dims(values: Iterable[int], sep: str = "\u00d7") -> str:
@@ -388,7 +388,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _replace_with(path: Path, make: Any) -> None:
+def _replace_with(path: Path, make: Callable[[Path], object]) -> None:
     """Create the new file beside the old one and rename it over, never leaving half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists() or tmp.is_symlink():
@@ -458,8 +458,7 @@ def load_notes(notes: Path | None) -> dict[str, str]:
         raise AtlasError(f"notes folder {notes} does not exist")
     for path in sorted(notes.rglob("*.md")):
         rel = path.relative_to(notes).as_posix()[: -len(".md")]
-        parts = rel.split("/")
-        key = "" if rel == "index" else "/".join(_seg(p) for p in parts)
+        key = "" if rel == "index" else rel
         found[key] = path.read_text("utf-8")
     return found
 
@@ -473,7 +472,7 @@ def rewrite_unit_links(html: str, page_dir: str, pages: set[str], warnings: list
 
     def replace(match: re.Match[str]) -> str:
         attr, target, fragment = match.group(1), match.group(2).strip("/"), match.group(3) or ""
-        folder = "/".join(_seg(p) for p in target.split("/")) if target else ""
+        folder = target
         if folder not in pages:
             warnings.append(f"{where}: link to unknown unit {target!r}")
             return f'{attr}="{relative_url("index.html", page_dir)}" data-unresolved="{target}"'
@@ -675,7 +674,7 @@ def layer_json(layer: LayerView) -> str:
         "box_format": "left, top, right, bottom in source-image pixels (right/bottom exclusive)",
         "units": units,
     }
-    return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
 
 
 # --------------------------------------------------------------------------- citation files
@@ -786,13 +785,6 @@ def _render_extras(env: jinja2.Environment, site: SiteData, models: list[ModelVi
 
 
 # --------------------------------------------------------------------------- report
-
-
-def _walk_files(root: Path) -> Iterator[Path]:
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            yield Path(folder) / name
 
 
 def site_size_warnings(output: Path) -> tuple[int, int, list[str]]:

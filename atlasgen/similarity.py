@@ -6,8 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# Rows (positions) converted to float64 at a time: bounds the pass's extra memory (~32 MB at 1024 channels).
-CHUNK_ELEMENTS = 1 << 22
+# Values copied into one chunk at a time: bounds the extra memory of an update (64 MB in float32).
+CHUNK_ELEMENTS = 1 << 24
+# Channels per block of X^T X: only blocks on or above the diagonal are multiplied (the
+# matrix is symmetric), which for 1024 channels is 62% of the full product's work.
+BLOCK_CHANNELS = 256
 # Variance below this fraction of a channel's mean square counts as zero (constant channel).
 ZERO_VARIANCE = 1e-12
 
@@ -15,58 +18,88 @@ ZERO_VARIANCE = 1e-12
 class CoActivation:
     """Running sums over every position of every image; memory is channels², never images.
 
-    Values are shifted by the first batch's per-channel mean before summing, which keeps
-    the float64 sums of squares free of cancellation when a channel's mean is far larger
-    than its spread (covariance does not depend on the shift).
+    Values are shifted by the first batch's per-channel mean before summing, so the sums
+    hold centred values: no cancellation when a channel's mean is far larger than its
+    spread (covariance does not depend on the shift). Each chunk's X^T X is multiplied in
+    `product_dtype` and added to float64 running sums. float32 (the default) is 2-3 times
+    faster than float64 on CPUs and, on centred values, accurate to about 1e-6 relative;
+    pass torch.float64 for products in double precision.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, product_dtype: torch.dtype = torch.float32):
         self.channels = channels
+        self.product_dtype = product_dtype
         self.count = 0
-        self.shift: torch.Tensor | None = None
+        self.shift: torch.Tensor | None = None  # (C,) in product_dtype
         self.sum = torch.zeros(channels, dtype=torch.float64)
-        self.sum_sq = torch.zeros(channels, channels, dtype=torch.float64)  # X^T X
+        self.sum_sq = torch.zeros(channels, channels, dtype=torch.float64)  # upper block triangle of X^T X
+        edges = list(range(0, channels, BLOCK_CHANNELS)) + [channels]
+        spans = list(zip(edges[:-1], edges[1:]))
+        self._blocks = [(a, b) for i, a in enumerate(spans) for b in spans[i:]]
+        self._cached: tuple[np.ndarray, np.ndarray] | None = None
 
     def update(self, act: torch.Tensor) -> None:
         """Add a batch of activations (B, C, H, W) or (B, C)."""
         if act.shape[1] != self.channels:
             raise ValueError(f"expected {self.channels} channels, got {act.shape[1]}")
         act = act.detach()
-        per_image = max(1, act[0].numel()) if act.shape[0] else 1
-        step = max(1, CHUNK_ELEMENTS // per_image)
-        for start in range(0, act.shape[0], step):
-            self._add(act[start:start + step].movedim(1, -1).reshape(-1, self.channels))
-
-    def _add(self, x: torch.Tensor) -> None:
-        x = x.to(torch.float64)
+        if act.dim() == 2:
+            act = act[:, :, None, None]
+        if act.shape[0] == 0:
+            return
         if self.shift is None:
-            self.shift = x.mean(dim=0)
-            self.sum = self.sum.to(x.device)
-            self.sum_sq = self.sum_sq.to(x.device)
-        x = x - self.shift
-        self.sum += x.sum(dim=0)
-        self.sum_sq += x.T @ x
-        self.count += x.shape[0]
+            self.shift = act[:1].to(torch.float64).mean(dim=(0, 2, 3)).to(self.product_dtype)  # first image suffices
+            self.sum = self.sum.to(act.device)
+            self.sum_sq = self.sum_sq.to(act.device)
+        # A batch's chunks accumulate in product_dtype (few, centred terms), then join the float64 sums once.
+        batch_sum = torch.zeros(self.channels, dtype=self.product_dtype, device=act.device)
+        batch_sq = torch.zeros(self.channels, self.channels, dtype=self.product_dtype, device=act.device)
+        step = max(1, CHUNK_ELEMENTS // act[0].numel())
+        for start in range(0, act.shape[0], step):
+            self._add(act[start:start + step], batch_sum, batch_sq)
+        self.sum += batch_sum.to(torch.float64)
+        self.sum_sq += batch_sq.to(torch.float64)
+        self._cached = None
+
+    def _add(self, act: torch.Tensor, batch_sum: torch.Tensor, batch_sq: torch.Tensor) -> None:
+        batch, channels, height, width = act.shape
+        # One pass: centre and lay out channel-major, so each channel's values are one contiguous row.
+        rows = torch.empty((channels, batch, height, width), dtype=self.product_dtype, device=act.device)
+        torch.sub(act.transpose(0, 1).to(self.product_dtype), self.shift.view(-1, 1, 1, 1), out=rows)
+        rows = rows.view(channels, -1)
+        batch_sum += rows.sum(dim=1)
+        for (a0, a1), (b0, b1) in self._blocks:
+            batch_sq[a0:a1, b0:b1].addmm_(rows[a0:a1], rows[b0:b1].T)
+        self.count += rows.shape[1]
+
+    def _gram(self) -> torch.Tensor:
+        """The full symmetric X^T X from its upper block triangle."""
+        full = self.sum_sq.clone()
+        for (a0, a1), (b0, b1) in self._blocks:
+            if a0 != b0:
+                full[b0:b1, a0:a1] = self.sum_sq[a0:a1, b0:b1].T
+        return full
 
     def _moments(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean of the shifted values, covariance), population (ddof 0)."""
+        """(mean of the shifted values, covariance), population (ddof 0); cached until the next update."""
         if self.count == 0:
             raise ValueError("no activations were added")
-        n = self.count
-        mean = (self.sum / n).cpu().numpy()
-        cov = (self.sum_sq / n).cpu().numpy() - np.outer(mean, mean)
-        return mean, cov
+        if self._cached is None:
+            n = self.count
+            mean = (self.sum / n).cpu().numpy()
+            self._cached = mean, (self._gram() / n).cpu().numpy() - np.outer(mean, mean)
+        return self._cached
 
     def mean(self) -> np.ndarray:
         """float64 (C,) mean over all positions and images."""
         mean, _ = self._moments()
-        return mean + self.shift.cpu().numpy()
+        return mean + self.shift.double().cpu().numpy()
 
     def variance(self) -> np.ndarray:
         """float64 (C,) population variance, zero for constant channels."""
         mean, cov = self._moments()
         var = np.clip(np.diag(cov).copy(), 0.0, None)
-        mean_square = var + (mean + self.shift.cpu().numpy()) ** 2
+        mean_square = var + (mean + self.shift.double().cpu().numpy()) ** 2
         var[var <= ZERO_VARIANCE * mean_square] = 0.0
         return var
 

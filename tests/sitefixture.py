@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -207,13 +206,3 @@ def site_link_problems(site_dir: Path, *, allow_absolute: tuple[str, ...] = ()) 
                 if parts.fragment not in _scan(target, pages).ids:
                     problems.append(f"{rel_page}: missing anchor {link}")
     return problems
-
-
-def html_ids(path: Path) -> set[str]:
-    scan = _PageScan()
-    scan.feed(path.read_text("utf-8"))
-    return scan.ids
-
-
-def count_matches(pattern: str, text: str) -> int:
-    return len(re.findall(pattern, text))

@@ -21,6 +21,7 @@ from atlasgen.demo import (
     write_demo_dataset,
 )
 from atlasgen.demo.data import MARKER_NAME
+from atlasgen.demo.net import load_weights, seeded_demo_net
 from atlasgen.demo.train import TEST_DATA_OFFSET, TRAIN_DATA_OFFSET, evaluate, to_input, train
 from atlasgen.errors import AtlasError
 
@@ -125,6 +126,12 @@ def test_incomplete_or_foreign_folder_is_never_returned_as_complete(tmp_path):
     assert (foreign / "holiday.jpg").read_bytes() == b"not ours"
     assert [p.name for p in tmp_path.iterdir()] == ["photos"]
 
+    a_file = tmp_path / "file.png"
+    a_file.write_bytes(b"x")
+    with pytest.raises(AtlasError, match="is a file"):
+        write_demo_dataset(a_file, count=10, seed=1, size=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.png", "photos"]
+
     empty = tmp_path / "empty"
     empty.mkdir()
     assert len(list(write_demo_dataset(empty, count=10, seed=1, size=32).rglob("*.png"))) == 10
@@ -166,6 +173,16 @@ def test_shipped_weights_are_small_float32_and_load():
     assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
     pretrained = build_demo_model().state_dict()
     assert all(torch.equal(pretrained[k], state[k]) for k in state)
+
+
+def test_bad_weights_file_is_a_user_error(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    other = tmp_path / "other.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, other)
+    for path in (garbage, other, tmp_path / "missing.pt"):
+        with pytest.raises(AtlasError, match="does not hold DemoNet weights"):
+            load_weights(seeded_demo_net(), path)
 
 
 def test_shipped_weights_classify_fresh_images():

@@ -225,3 +225,11 @@ def test_patch_formats(red_squares, fmt, magic):
     assert all(name.startswith("1/") and name.endswith(ext) for name in patches.files)
     assert all(data.startswith(magic) for data in patches.files.values())
     assert len(patches.files) == SETTINGS.top_k + SETTINGS.bottom_k
+
+
+def test_top_patch_of_edge_detector_is_dark_left_bright_right(red_squares):
+    dataset, model, ex, rf = red_squares
+    patches = extract_patches(model, ex, rf, dataset, SETTINGS, ImageSettings(format="png"), CPU, channels=[1])
+    grey = decode(patches.files[patches.of(1, "top")[0].patch]).mean(-1)
+    # the detector weighs the field's 2 left columns negatively and its 2 right columns positively
+    assert grey[:, 24:].mean() > grey[:, :16].mean() + 40

@@ -16,6 +16,7 @@ from atlasgen.render import (
     author_last_first,
     bibtex_escape,
     format_number,
+    format_ratio,
     relative_url,
     render_site,
     site_size_warnings,
@@ -377,6 +378,14 @@ def test_relative_url() -> None:
     assert relative_url("#unit-3", "demo") == "#unit-3"
 
 
+def test_format_ratio() -> None:
+    assert format_ratio(7.25, 4.0) == "1.8\u00d7 the dataset max"
+    assert format_ratio(2.0, 4.0) == "50% of the dataset max"
+    assert format_ratio(0.0261, 9.73) == "0.27% of the dataset max"
+    assert format_ratio(-3.5, 4.0) == ""  # a negative objective is not compared with the max
+    assert format_ratio(1.0, 0.0) == ""
+
+
 def test_format_number() -> None:
     assert format_number(12.3456) == "12.3"
     assert format_number(0.0) == "0"
@@ -406,3 +415,29 @@ def test_site_works_offline_without_fetch_or_modules(built: tuple[SiteData, Path
         html = read(page)
         assert 'type="module"' not in html, page
         assert not re.search(r'<(script|img|link)[^>]+(src|href)="(https?:)?//', html.replace('rel="canonical"', "")), page
+
+
+# --------------------------------------------------------------------------- browser checks
+
+
+@pytest.mark.slow
+def test_browser_checks_pass_on_fixture_site(cache: Path, tmp_path: Path) -> None:
+    """Chromium (file:// and http), axe-core, vnu and the link check on a rendered fixture."""
+    import shutil
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / ".ci" / "site-checks.sh"
+    if shutil.which("bash") is None or shutil.which("node") is None:
+        pytest.skip("BROWSER CHECKS SKIPPED: bash or node is not installed")
+    site = tmp_path / "site"
+    render_site(make_site_data(cache, url=URL), site)
+    run = subprocess.run(
+        ["bash", str(script), str(site), str(tmp_path / "artifacts")],
+        capture_output=True, text=True, timeout=900,
+    )
+    output = run.stdout + run.stderr
+    if run.returncode == 0 and "BROWSER CHECKS SKIPPED" in output:
+        pytest.skip(next(line for line in output.splitlines() if "BROWSER CHECKS SKIPPED" in line))
+    assert run.returncode == 0, output[-4000:]
+    assert "site checks passed" in output
+    assert (tmp_path / "artifacts" / "layer-light.png").stat().st_size > 1000

@@ -8,6 +8,7 @@ and blob detectors next to plain colour detectors. Every image is drawn with sig
 from __future__ import annotations
 
 import colorsys
+import functools
 import json
 import logging
 import os
@@ -32,10 +33,14 @@ Canvas = np.ndarray  # float64 (H, W, 3) in [0, 1]
 Alpha = np.ndarray  # float64 (H, W) in [0, 1]
 
 
+@functools.lru_cache(maxsize=4)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates (y, x), each (H, W)."""
+    """Pixel-centre coordinates (y, x), each (H, W); read-only because they are shared."""
     coords = np.arange(size, dtype=np.float64) + 0.5
-    return np.meshgrid(coords, coords, indexing="ij")
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    y.flags.writeable = False
+    x.flags.writeable = False
+    return y, x
 
 
 def _random_colour(rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]) -> np.ndarray:
@@ -274,14 +279,22 @@ def _write_images(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
         (folder / name).mkdir(parents=True)
     for index, (image, label) in enumerate(zip(images, labels)):
         # Fixed encoder settings and no metadata: identical arguments give identical bytes.
-        Image.fromarray(image, mode="RGB").save(folder / CLASSES[label] / f"{index:05d}.png", format="PNG", compress_level=6)
+        path = folder / CLASSES[label] / f"{index:05d}.png"
+        Image.fromarray(image, mode="RGB").save(path, format="PNG", compress_level=6)
+
+
+def _refuse_foreign(folder: Path) -> None:
+    """A non-empty folder without our marker holds the user's files: never replace it."""
+    if folder.exists() and not folder.is_dir():
+        raise AtlasError(f"{folder} is a file; the demo dataset needs a folder there")
+    if folder.is_dir() and any(folder.iterdir()) and _read_marker(folder) is None:
+        raise AtlasError(f"{folder} exists and is not an atlasgen demo dataset; choose another folder or remove it")
 
 
 def _move_into_place(staging: Path, folder: Path) -> None:
     """Rename `staging` to `folder`, replacing an outdated demo dataset but never a user's folder."""
     if folder.exists() and any(folder.iterdir()):
-        if _read_marker(folder) is None:
-            raise AtlasError(f"{folder} exists and is not an atlasgen demo dataset; choose another folder or remove it")
+        _refuse_foreign(folder)  # checked again: the folder may have appeared while we wrote
         retired = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex}")
         os.replace(folder, retired)
         shutil.rmtree(retired, ignore_errors=True)
@@ -299,6 +312,7 @@ def write_demo_dataset(folder: Path, count: int = 1000, seed: int = 1234, size: 
     wanted = _marker(count, seed, size)
     if _read_marker(folder) == wanted:
         return folder
+    _refuse_foreign(folder)
     images, labels = generate_arrays(count, seed, size)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex}")

@@ -5,6 +5,7 @@ each block ends in its ReLU, so a block's output is what the atlas shows."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -69,6 +70,17 @@ def build_demo_model(pretrained: bool = True) -> DemoNet:
                 f"the demo weights {WEIGHTS_PATH} are missing; reinstall atlasgen or run "
                 f"`atlasgen train-demo --output {WEIGHTS_PATH}`"
             )
-        state = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        load_weights(model, WEIGHTS_PATH)
     return model.eval()
+
+
+def load_weights(model: DemoNet, path: Path) -> None:
+    """Load a state_dict saved by `atlasgen train-demo` into `model`; a bad file is a user error."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, AttributeError, TypeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AtlasError(
+            f"{path} does not hold DemoNet weights ({reason}); retrain them with `atlasgen train-demo`"
+        ) from error
