@@ -137,21 +137,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="timed runs of each; the best is kept")
     parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1 = automatic)")
     parser.add_argument("--models", nargs="+", default=["googlenet", "resnet50"], choices=["googlenet", "resnet50"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in the main process (0 = torch's default)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     small = max(1, args.images // 4)
     if args.child:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         print(json.dumps(run_child(args.child, args.folder, args.batch_size, args.workers, small, args.rounds)))
         return
     with tempfile.TemporaryDirectory(prefix="atlasgen-bench-") as tmp:
         folder = Path(tmp) / "images"
         write_images(folder, args.images)
-        print(f"{args.images} generated 320x240 JPEGs, batch {args.batch_size}, workers {args.workers}")
+        print(f"{args.images} generated 320x240 JPEGs, batch {args.batch_size}, workers {args.workers}, "
+              f"threads {args.threads or 'default'}, rounds {args.rounds}")
         for name in args.models:
             out = subprocess.run([sys.executable, __file__, "--child", name, "--folder", str(folder),
                                   "--images", str(args.images), "--batch-size", str(args.batch_size),
-                                  "--workers", str(args.workers), "--rounds", str(args.rounds)], check=True, capture_output=True, text=True)
+                                  "--workers", str(args.workers), "--rounds", str(args.rounds),
+                                  "--threads", str(args.threads)], check=True, capture_output=True, text=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             print(report(result, small), flush=True)
             print(f"  (torch threads {result['threads']}, load average {result['load']:.1f} on {os.cpu_count()} CPUs at the end)")

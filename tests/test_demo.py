@@ -73,6 +73,8 @@ def test_bad_arguments_are_user_errors():
         generate_arrays(2, seed=0, size=4)
     with pytest.raises(AtlasError, match="count"):
         generate_arrays(-1, seed=0)
+    with pytest.raises(AtlasError, match="seed"):
+        generate_arrays(2, seed=-1)
 
 
 def test_written_dataset_is_byte_identical_across_runs(tmp_path):
@@ -221,6 +223,11 @@ def test_training_is_reproducible_for_a_seed(tmp_path):
     assert first["accuracy"] == second["accuracy"]
 
 
-def test_training_rejects_empty_runs(tmp_path):
+def test_training_rejects_bad_arguments_before_working(tmp_path):
     with pytest.raises(AtlasError, match="at least 1"):
         train(tmp_path / "w.pt", epochs=0)
+    with pytest.raises(AtlasError, match="seed"):
+        train(tmp_path / "w.pt", seed=-2)
+    with pytest.raises(AtlasError, match="is a folder"):
+        train(tmp_path)
+    assert list(tmp_path.iterdir()) == []

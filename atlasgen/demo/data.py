@@ -247,13 +247,15 @@ def render_class(rng: np.random.Generator, label: int, size: int = 64) -> np.nda
 def generate_image(rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, int]:
     """A random image of a random class: (RGB image, class index)."""
     label = int(rng.integers(len(CLASSES)))
-    return Image.fromarray(render_class(rng, label, size), mode="RGB"), label
+    return Image.fromarray(render_class(rng, label, size)), label
 
 
 def generate_arrays(count: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """`count` images with balanced classes in shuffled order: uint8 (N, H, W, 3), int64 (N,)."""
     if count < 0:
         raise AtlasError(f"demo image count must be zero or more, got {count}")
+    if seed < 0:
+        raise AtlasError(f"demo dataset seed must be zero or more, got {seed}")
     _check_size(size)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(count, dtype=np.int64) % len(CLASSES))
@@ -280,7 +282,7 @@ def _write_images(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
     for index, (image, label) in enumerate(zip(images, labels)):
         # Fixed encoder settings and no metadata: identical arguments give identical bytes.
         path = folder / CLASSES[label] / f"{index:05d}.png"
-        Image.fromarray(image, mode="RGB").save(path, format="PNG", compress_level=6)
+        Image.fromarray(image).save(path, format="PNG", compress_level=6)
 
 
 def _refuse_foreign(folder: Path) -> None:

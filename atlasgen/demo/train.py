@@ -121,6 +121,11 @@ def train(
             f"train-demo needs epochs, train_images and test_images of at least 1, "
             f"got {epochs}, {train_images}, {test_images}"
         )
+    if seed < 0:
+        raise AtlasError(f"train-demo needs a seed of 0 or more, got {seed}")
+    output = Path(output)
+    if output.is_dir():
+        raise AtlasError(f"train-demo --output must be a file path, {output} is a folder")
     emit = log or logger.info
     began = time.perf_counter()
     emit(f"generating {train_images} training and {test_images} test images")
@@ -132,7 +137,7 @@ def train(
     accuracy = evaluate(model, test_x, test_y)
     # Saved in the default layout, so loading it gives an ordinary model.
     state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
-    _save_atomically(state, Path(output))
+    _save_atomically(state, output)
     seconds = time.perf_counter() - began
     tenth = max(1, len(losses) // 10)
     emit(f"test accuracy {accuracy:.4f} on {test_images} images; {seconds:.1f} s; saved {output}")
