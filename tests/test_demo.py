@@ -142,7 +142,7 @@ def test_incomplete_or_foreign_folder_is_never_returned_as_complete(tmp_path):
 def test_demo_net_channel_counts_and_layer_names():
     model = build_demo_model(pretrained=False)
     names = [name for name, _ in model.named_children()]
-    assert names == ["conv1", "pool1", "conv2", "pool2", "conv3", "pool3", "conv4", "head"]
+    assert names == ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "pool3", "conv4", "relu4", "head"]
     widths = [getattr(model, name)[0].out_channels for name in ("conv1", "conv2", "conv3", "conv4")]
     assert widths == [16, 32, 64, 128]
     assert 150 <= sum(widths) <= 300

@@ -1,7 +1,9 @@
 """DemoNet: the compact CNN of the built-in demo, and its shipped weights.
 
-Top-level named children (conv1 ... conv4) so atlasgen's layer discovery offers the conv blocks;
-each block ends in its ReLU, so a block's output is what the atlas shows."""
+Top-level named children (conv1 ... conv4) so atlasgen's layer discovery offers the conv blocks.
+A block is convolution + batch norm and its ReLU is a sibling (relu1 ...), so the atlas shows
+pre-activations, as Distill's appendix does ("pre_relu"): the negative objective and the
+bottom-k examples then mean something instead of being ties at zero."""
 
 from __future__ import annotations
 
@@ -24,11 +26,10 @@ INIT_SEED = 0
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 convolution, batch norm, ReLU; padding keeps the spatial size."""
+    """3x3 convolution and batch norm; padding keeps the spatial size."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
     )
 
 
@@ -39,19 +40,23 @@ class DemoNet(nn.Module):
         super().__init__()
         c1, c2, c3, c4 = widths
         self.conv1 = conv_block(3, c1)
+        self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = conv_block(c1, c2)
+        self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
         self.conv3 = conv_block(c2, c3)
+        self.relu3 = nn.ReLU()
         self.pool3 = nn.MaxPool2d(2)
         self.conv4 = conv_block(c3, c4)
+        self.relu4 = nn.ReLU()
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c4, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.conv1(x))
-        x = self.pool2(self.conv2(x))
-        x = self.pool3(self.conv3(x))
-        return self.head(self.conv4(x))
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        x = self.pool3(self.relu3(self.conv3(x)))
+        return self.head(self.relu4(self.conv4(x)))
 
 
 def seeded_demo_net(seed: int = INIT_SEED) -> DemoNet:
