@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ import atlasgen
 from atlasgen import distributed, images
 from atlasgen.cache import Cache, Entry
 from atlasgen.config import DEMO, Config, ModelConfig
-from atlasgen.errors import AtlasError
+from atlasgen.errors import AtlasError, ConfigError
 from atlasgen.models import LayerInfo, LoadedModel, build_model, channel_range, check_models, select_layers
 from atlasgen.plan import DATASET, FEATVIS, Unit, plan_model, reason, remember, shard
 from atlasgen.sitedata import Example, LayerData, ModelData, ReceptiveFieldInfo, Related, SiteData, UnitData
@@ -86,14 +87,18 @@ def build(config: Config, options: BuildOptions | None = None) -> BuildSummary:
     summary = BuildSummary()
     ranks = options.ranks
     models = _selected_models(config, options.only)
-    check_models(models)
+    with _config_source(config):
+        check_models(models)
     from atlasgen.featvis import pick_device
 
     device = pick_device(distributed.device_for(options.device or config.device, ranks))
+    if not options.dry_run:
+        _check_writable(options.output or config.site.output, "output folder", "choose another with --output or site.output")
+        _check_writable(config.site.cache, "cache folder", "choose another with site.cache")
     distributed.init(ranks, device)
     cache = Cache(config.site.cache)
     try:
-        with _timed(summary, "plan"):
+        with _timed(summary, "plan"), _config_source(config):
             work = prepare(config, models, cache, device, options.only)
         units = [unit for w in work for unit in w.units]
         mine = shard(units, ranks.rank, ranks.world)
@@ -116,6 +121,26 @@ def build(config: Config, options: BuildOptions | None = None) -> BuildSummary:
     finally:
         distributed.finish(ranks)
     return summary
+
+
+@contextmanager
+def _config_source(config: Config) -> Iterator[None]:
+    """Name the configuration file in problems found after loading it (layers, weights names)."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source=str(config.path)) from None
+
+
+def _check_writable(folder: Path, what: str, fix: str) -> None:
+    """Fail before any work if results could not be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".atlasgen-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise AtlasError(f"{what} {str(folder)!r} is not writable ({exc.strerror or exc}); {fix}") from None
 
 
 def _selected_models(config: Config, only: str | None) -> list[ModelConfig]:

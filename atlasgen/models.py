@@ -82,7 +82,7 @@ def check_models(models: Sequence[ModelConfig]) -> None:
             import torchvision
 
             enum = torchvision.models.get_model_weights(arch)
-            names = ["DEFAULT", *enum.__members__]
+            names = list(dict.fromkeys(["DEFAULT", *enum.__members__]))
             if model.weights not in names:
                 problems.append((f"{model.path}.weights", f"{arch} has no weights named {model.weights!r}; known: {', '.join(names)}"))
     if problems:
@@ -285,11 +285,10 @@ def select_layers(loaded: LoadedModel) -> list[LayerInfo]:
     else:
         problems = []
         candidates = []
-        shown = ", ".join(default_layer_names(module)[:24])
         for i, pattern in enumerate(config.layers):
             matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
             if not matched:
-                problems.append((f"{config.path}.layers[{i}]", f"no layer matches {pattern!r}; layers: {shown}"))
+                problems.append((f"{config.path}.layers[{i}]", f"no layer matches {pattern!r}; layers: {_layer_hint(loaded)}"))
             candidates += [name for name in matched if name not in candidates]
         if problems:
             raise ConfigError(problems)
@@ -308,6 +307,17 @@ def select_layers(loaded: LoadedModel) -> list[LayerInfo]:
         raise AtlasError(f"{config.path}: none of the selected modules outputs a feature map (N, C, H, W)")
     _check_channels(config, layers)
     return layers
+
+
+def _layer_hint(loaded: LoadedModel) -> str:
+    """The default layers, to show when a pattern matches nothing."""
+    names = default_layer_names(loaded.module)
+    try:
+        names = [layer.name for layer in feature_layers(loaded.module, loaded.preprocess.input_size, names)]
+    except RuntimeError:
+        pass
+    shown = ", ".join(names[:24]) + (" ..." if len(names) > 24 else "")
+    return f"{shown} (or any dotted module name; `atlasgen layers` lists them)"
 
 
 def _check_channels(config: ModelConfig, layers: Sequence[LayerInfo]) -> None:

@@ -131,5 +131,5 @@ def test_unknown_layer_is_reported_before_any_work(tmp_path, images):
     bad.write_text(bad.read_text().replace('layers = ["conv1", "conv3"]', 'layers = ["conv1", "conv9"]'))
     result = CliRunner().invoke(main, ["build", "--config", str(bad)])
     assert result.exit_code == 1
-    assert "models[0].layers[1]: no layer matches 'conv9'; layers: conv1, conv2, conv3, conv4" in result.output
+    assert "models[0].layers[1]: no layer matches 'conv9'; layers: conv1, conv2, conv3, conv4 (" in result.output
     assert not (tmp_path / ".atlas-cache" / "featvis").exists()

@@ -66,7 +66,7 @@ def test_layer_glob_that_matches_nothing(tmp_path):
     config = config_for(tmp_path, 'name = "n"\narch = "nets.py:net"\nlayers = ["stem", "conv9"]\n')
     with pytest.raises(ConfigError) as info:
         select_layers(build_model(config.models[0]))
-    assert info.value.problems == [("models[0].layers[1]", "no layer matches 'conv9'; layers: stem, block")]
+    assert info.value.problems == [("models[0].layers[1]", "no layer matches 'conv9'; layers: stem, block (or any dotted module name; `atlasgen layers` lists them)")]
 
 
 @pytest.mark.parametrize("wrap", ["plain", "checkpoint", "dataparallel"])
