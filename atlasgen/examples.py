@@ -79,11 +79,10 @@ class _RunningExtremes:
             index = torch.cat([self.index, index], dim=1)
         # stable sort on (k + B) columns instead of topk: topk's order among ties is unspecified.
         order = torch.sort(value, dim=1, descending=self.largest, stable=True).indices[:, : self.k]
-        pos = torch.empty_like(order)
-        entrant = order >= kept
-        if kept:
-            pos[~entrant] = self.pos.gather(1, order.clamp(max=kept - 1))[~entrant]
-        channel, slot = entrant.nonzero(as_tuple=True)
+        pos = torch.zeros_like(order)
+        if kept:  # kept entries keep their position; entrants get theirs below
+            pos = torch.cat([self.pos, pos.new_zeros(value.shape[0], value.shape[1] - kept)], dim=1).gather(1, order)
+        channel, slot = (order >= kept).nonzero(as_tuple=True)
         rows = flat[order[channel, slot] - kept, channel]  # (entrants, H*W)
         pos[channel, slot] = rows.argmax(dim=1) if self.largest else rows.argmin(dim=1)  # first extreme on ties
         self.value = value.gather(1, order)

@@ -2,7 +2,7 @@
 GoogLeNet and ResNet-50 (seeded random init, no downloads) against a bare forward pass of
 the same model over the same images with the same DataLoader, workers and preprocessing.
 
-    /work/venv/bin/python benchmarks/dataset_pass.py [--images 128] [--batch-size 16]
+    /work/venv/bin/python benchmarks/dataset_pass.py [--images 256] [--batch-size 32]
 
 Per model, in a fresh child process (so memory peaks never leak between measurements):
 
@@ -157,8 +157,8 @@ def report(r: dict, small: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=128, help="4N: images of the run (N = a quarter)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--images", type=int, default=256, help="4N: images of the run (N = a quarter)")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1 = automatic)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the main process (0 = torch's default)")
     parser.add_argument("--models", nargs="+", default=["googlenet", "resnet50"], choices=["googlenet", "resnet50"])
