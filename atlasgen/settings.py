@@ -45,7 +45,7 @@ class VisSettings:
     fft: bool = True
     relu_redirect_steps: int = 16  # steps at the start with Lucid-style redirected ReLU gradients
     seed: int = 0
-    batch_size: int = 0  # images per optimization batch; 0 = automatic (free memory on GPU, 64 on CPU)
+    batch_size: int = 0  # images per optimization batch; 0 = automatic (free memory on GPU, 32 on CPU)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ Per model, in a fresh child process (so memory peaks never leak between measurem
 3. memory: the main process's peak resident set (VmHWM) after the pass's first N images and
    after all 4N, and its growth above the resident set before the pass. RSS rather than
    tracemalloc because tensors live outside Python's allocator.
+
+With --breakdown, only the single-thread CPU cost of one batch: forward, top/bottom-k and
+co-activation (float32 and float64 products), the steadiest numbers on a shared machine.
 """
 
 from __future__ import annotations
@@ -135,6 +138,52 @@ def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int
             "threads": torch.get_num_threads(), "load": os.getloadavg()[0]}
 
 
+def breakdown(name: str, batch_size: int) -> str:
+    """Single-thread CPU seconds of one batch: forward vs the pass's statistics (float32 and float64
+    co-activation products), which shows where the pass's time goes without noise from the loader."""
+    import torch
+
+    from atlasgen.examples import _RunningExtremes
+    from atlasgen.hooks import forward_layers
+    from atlasgen.models import default_layer_names, feature_layers
+    from atlasgen.similarity import CoActivation
+
+    torch.set_num_threads(1)
+    model = build_model(name)
+    layers = [layer.name for layer in feature_layers(model, 224, default_layer_names(model))]
+    x = torch.randn(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    half = batch_size // 2
+    with torch.inference_mode():
+        model(x[:2])
+        start = time.process_time()
+        model(x)
+        forward = time.process_time() - start
+        outputs = forward_layers(model, x, layers)
+        products = {}
+        for dtype in (torch.float32, torch.float64):
+            products[dtype] = 0.0
+            for layer in layers:
+                co = CoActivation(outputs[layer].shape[1], dtype)
+                co.update(outputs[layer][:1])
+                start = time.process_time()
+                co.update(outputs[layer])
+                products[dtype] += time.process_time() - start
+        extremes = 0.0
+        for layer in layers:
+            flat = outputs[layer].flatten(2)
+            top, bottom = _RunningExtremes(10, True), _RunningExtremes(10, False)
+            top.update(flat[:half], torch.arange(half))
+            bottom.update(flat[:half], torch.arange(half))
+            start = time.process_time()
+            top.update(flat[half:], torch.arange(half, batch_size))
+            bottom.update(flat[half:], torch.arange(half, batch_size))
+            extremes += (time.process_time() - start) * batch_size / (batch_size - half)
+    f32, f64 = products[torch.float32], products[torch.float64]
+    return (f"{name}, 1 thread, CPU s per {batch_size} images: forward {forward:.2f}, top/bottom-k {extremes:.2f}, "
+            f"co-activation {f32:.2f} (float64 products: {f64:.2f}) -> ratio {forward / (forward + extremes + f32):.2f} "
+            f"(float64: {forward / (forward + extremes + f64):.2f})")
+
+
 def report(r: dict, small: int) -> str:
     grow_small = r["peak_small_mib"] - r["baseline_mib"]
     grow_all = r["peak_all_mib"] - r["baseline_mib"]
@@ -162,10 +211,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1 = automatic)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the main process (0 = torch's default)")
     parser.add_argument("--models", nargs="+", default=["googlenet", "resnet50"], choices=["googlenet", "resnet50"])
+    parser.add_argument("--breakdown", action="store_true", help="only the single-thread cost breakdown per batch")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     small = max(1, args.images // 4)
+    if args.breakdown:
+        for name in args.models:
+            print(breakdown(name, args.batch_size), flush=True)
+        return
     if args.child:
         if args.threads:
             import torch

@@ -139,3 +139,18 @@ def test_source_box_exact_for_integer_scales():
     assert source_box((64, 64), 32, (10, 15, 15, 20)) == (20, 30, 30, 40)
     # 64 x 96 -> 32 x 48, crop columns 8..40: input column 0 is source column 16
     assert source_box((64, 96), 32, (-2, 0, 3, 5)) == (-4, 16, 6, 26)
+
+
+def test_palette_with_transparency_and_exif_rotation(tmp_path):
+    palette = Image.new("P", (4, 2), 0)
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    palette.info["transparency"] = 1  # the blue entry is transparent: shown on white
+    palette.save(tmp_path / "p.gif", transparency=1)
+    img = data.load_rgb(tmp_path / "p.gif")
+    assert img.mode == "RGB" and img.getpixel((0, 0)) == (255, 0, 0) and img.getpixel((1, 0)) == (255, 255, 255)
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.new("RGB", (6, 2), (0, 200, 0)).save(tmp_path / "rot.jpg", exif=exif)
+    assert data.load_rgb(tmp_path / "rot.jpg").size == (2, 6)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atlasgen.errors import AtlasError
-from atlasgen.featvis.objectives import BatchObjective, ImageSpec, centre_unit, image_seed, spatial_mean
+from atlasgen.featvis.objectives import BatchObjective, ImageSpec, image_seed
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
 from atlasgen.featvis.transforms import DRAWS_PER_STEP, TransformRanges, random_view
@@ -22,7 +22,7 @@ from atlasgen.settings import OBJECTIVES, Preprocess, VisSettings
 
 log = logging.getLogger(__name__)
 
-CPU_BATCH_SIZE = 32  # images per batch on CPU (measured: throughput flat beyond ~16 on 2 cores)
+CPU_BATCH_SIZE = 32  # images per batch on CPU (measured on 2 cores: 16-32 clearly beat 4-8 per image)
 GPU_MEMORY_FRACTION = 0.6  # share of free GPU memory an automatic batch may use
 MAX_AUTO_BATCH = 512
 # Gradients are normalized to unit RMS per image before Adam, so this epsilon is relative: Fourier
@@ -227,8 +227,6 @@ def optimize_batch(
     first = plan[0].size
     shape = ImageParam.shape_for(first, settings.fft)
     init = torch.stack([torch.randn(shape, generator=g) * INIT_SD for g in generators])
-    if not settings.fft:
-        init = init / 0.25  # pixel parameters need no spectrum scaling; keep a comparable spread
     draws = torch.stack([torch.rand(total_steps, DRAWS_PER_STEP, generator=g) for g in generators]).to(device)
     param = ImageParam(init.to(device).requires_grad_(True), first, settings.fft, settings.decorrelate)
     objective = BatchObjective.build(specs, settings.diversity_weight, device)

@@ -56,6 +56,3 @@ def random_view(images: torch.Tensor, uniform: torch.Tensor, ranges: TransformRa
     # Sampling (image - grey) with zero padding puts grey outside the image.
     return F.grid_sample(images - PAD_VALUE, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + PAD_VALUE
 
-
-def is_identity(ranges: TransformRanges) -> bool:
-    return ranges.pad == 0 and ranges.jitter == 0 and ranges.scale == (1.0, 1.0) and ranges.rotate == 0
