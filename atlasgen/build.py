@@ -265,14 +265,14 @@ def _compute_featvis(work: ModelWork, units: list[Unit], cache: Cache, device: t
     by_layer: dict[str, list[Unit]] = {}
     for unit in units:
         by_layer.setdefault(unit.layer, []).append(unit)
-    total_steps = len(units) * settings.steps
-    with _bar(options, total_steps * _images_per_channel(settings), f"{loaded.config.name}: feature visualization", "step") as bar:
+    total = len(units) * _images_per_channel(settings) * settings.steps  # image-steps, as featvis reports them
+    with _bar(options, total, f"{loaded.config.name}: feature visualization", "img-step") as bar:
         for layer, layer_units in by_layer.items():
             for start in range(0, len(layer_units), FEATVIS_CHUNK):
                 chunk = layer_units[start:start + FEATVIS_CHUNK]
                 bar.set_postfix_str(f"{layer} {chunk[0].channel}-{chunk[-1].channel}")
                 result = visualize_channels(loaded.module, layer, [u.channel for u in chunk], settings, loaded.preprocess, device,
-                                            progress=lambda n, per=_images_per_channel(settings) * len(chunk): bar.update(n * per))
+                                            progress=bar.update)
                 for i, unit in enumerate(chunk):
                     _store_featvis(cache, unit, result, i)
                     summary.computed[FEATVIS] += 1

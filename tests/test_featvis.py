@@ -237,8 +237,11 @@ def test_octave_plan_and_batches():
     assert image_seed(0, specs[0]) == image_seed(0, ImageSpec(0, "channel", 0)) != image_seed(1, specs[0])
 
 
-def test_progress_counts_every_batched_step():
+def test_progress_counts_image_steps():
     calls: list[int] = []
     settings = tiny_settings(steps=4, size=16, batch_size=1)
     visualize_channels(random_net(), "relu2", [0, 1], settings, CENTRED, CPU, progress=calls.append)
     assert calls == [1] * 8  # 4 steps x 2 batches of one image
+    calls.clear()
+    visualize_channels(random_net(), "relu2", [0, 1], tiny_settings(steps=4, size=16, batch_size=2), CENTRED, CPU, progress=calls.append)
+    assert calls == [2] * 4  # 4 steps x 1 batch of two images

@@ -261,7 +261,7 @@ def optimize_batch(
             param.blur(octave.blur[0] + (octave.blur[1] - octave.blur[0]) * t)
             step += 1
             if progress is not None:
-                progress(1)
+                progress(len(specs))
     with torch.no_grad():
         final = param.image()
         if final.shape[-1] != settings.size:
@@ -319,8 +319,8 @@ def visualize_channels(
 ) -> VisResult:
     """Feature visualizations of `channels` of `layer` for every objective in `settings.objectives`.
 
-    `progress(1)` is called after every batched optimization step (the total is
-    `settings.steps` times the number of batches).
+    `progress(n)` is called after every batched optimization step with the number of images
+    in the batch, so the total is `settings.steps` times the number of images.
     """
     _validate(model, layer, settings, device)
     channels = [int(c) for c in channels]
