@@ -53,18 +53,24 @@ class Cache:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.corrupt: list[str] = []  # keys found damaged during this process
+        self._verified: dict[tuple[str, str], Entry] = {}  # entries already checked by this process
 
     def entry_path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / key
 
     def get(self, kind: str, key: str) -> Entry | None:
-        """The verified entry, or None if missing or damaged (a damaged one is reported)."""
+        """The verified entry, or None if missing or damaged (a damaged one is reported).
+
+        Checksums are verified once per process: entries never change after they are written."""
+        if (kind, key) in self._verified:
+            return self._verified[kind, key]
         path = self.entry_path(kind, key)
         if not path.is_dir():
             return None
         problem = _verify(path)
         if problem is None:
-            return Entry(path, json.loads((path / META).read_text()))
+            entry = self._verified[kind, key] = Entry(path, json.loads((path / META).read_text()))
+            return entry
         log.warning("cache entry %s/%s is damaged (%s); recomputing it", kind, key[:12], problem)
         self.corrupt.append(key)
         _discard(path)
@@ -102,7 +108,8 @@ class Cache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return Entry(final, record)
+        entry = self._verified[kind, key] = Entry(final, record)
+        return entry
 
     def keys(self) -> dict[str, list[Path]]:
         """Every stored entry folder, by kind."""

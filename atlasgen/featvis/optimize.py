@@ -332,7 +332,7 @@ def visualize_channels(
             raise AtlasError(f"layer {layer!r} has {n_layer} channels; channel(s) {bad} do not exist")
         batch_size = settings.batch_size or _auto_batch_size(model, layer, settings, preprocess, device)
         batches = pack_batches(specs, max(batch_size, settings.diversity if "diversity" in settings.objectives else 1))
-        log.info("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
+        log.debug("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
         finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress) for batch in batches]
         pixels = to_uint8(torch.cat(finals))
         # Score the stored (quantized) images, exactly what the site shows.
