@@ -1,7 +1,9 @@
 """`atlasgen build`: plan, compute what the cache lacks, assemble the site data, render.
 
 First gather every number and image (from the cache, computing what is missing), then
-write the site; rendering never computes."""
+write the site; rendering never computes. The plan itself is saved in the cache under a
+key of the configuration and the stats of the files it was made from, so a rebuild with
+nothing changed re-renders without loading a model (or even importing torch)."""
 
 from __future__ import annotations
 
@@ -16,18 +18,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import atlasgen
 from atlasgen import distributed, images
-from atlasgen.cache import Cache, Entry
+from atlasgen.cache import Cache, Entry, content_key
 from atlasgen.config import DEMO, Config, ModelConfig
 from atlasgen.errors import AtlasError, ConfigError
-from atlasgen.models import LayerInfo, LoadedModel, build_model, channel_range, check_models, select_layers
-from atlasgen.plan import DATASET, FEATVIS, Unit, plan_model, reason, remember, shard
+from atlasgen.plan import DATASET, FEATVIS, LayerInfo, Unit, channel_range, plan_model, reason, remember, shard
 from atlasgen.sitedata import Example, LayerData, ModelData, ReceptiveFieldInfo, Related, SiteData, UnitData
+
+if TYPE_CHECKING:
+    import torch
+
+    from atlasgen.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +71,15 @@ class BuildSummary:
 
 @dataclass
 class ModelWork:
-    loaded: LoadedModel
+    config: ModelConfig
+    weights_label: str
+    input_size: int
     layers: list[LayerInfo]
-    fields: dict  # layer name -> ReceptiveField
+    fields: dict  # layer name -> ReceptiveField (from a saved plan: ReceptiveFieldInfo)
     dataset: Path
     units: list[Unit]
     receptive_key: str
+    loaded: LoadedModel | None = None  # None when the plan was taken from the cache
 
 
 @contextmanager
@@ -87,19 +97,27 @@ def build(config: Config, options: BuildOptions | None = None) -> BuildSummary:
     summary = BuildSummary()
     ranks = options.ranks
     models = _selected_models(config, options.only)
+    cache = Cache(config.site.cache)
+    plan_key = plan_key_for(config, models, cache, options.only)
+    if _render_from_saved_plan(config, cache, plan_key, options, summary):
+        return summary
+    from atlasgen.featvis import pick_device
+    from atlasgen.models import check_models
+
     with _config_source(config):
         check_models(models)
-    from atlasgen.featvis import pick_device
 
     device = pick_device(distributed.device_for(options.device or config.device, ranks))
     if not options.dry_run:
         _check_writable(options.output or config.site.output, "output folder", "choose another with --output or site.output")
         _check_writable(config.site.cache, "cache folder", "choose another with site.cache")
     distributed.init(ranks, device)
-    cache = Cache(config.site.cache)
     try:
         with _timed(summary, "plan"), _config_source(config):
             work = prepare(config, models, cache, device, options.only)
+            plan_key = plan_key or plan_key_for(config, models, cache, options.only)  # the demo dataset exists now
+            if plan_key and ranks.main:
+                _save_plan(cache, plan_key, work)
         units = [unit for w in work for unit in w.units]
         mine = shard(units, ranks.rank, ranks.world)
         todo = _missing(cache, mine, options.force, summary)
@@ -160,6 +178,7 @@ def prepare(config: Config, models: Sequence[ModelConfig], cache: Cache, device:
 
 def _prepare_model(model: ModelConfig, config: Config, cache: Cache, device: torch.device, only: str | None) -> ModelWork:
     from atlasgen.data import dataset_fingerprint
+    from atlasgen.models import build_model, select_layers
 
     loaded = build_model(model)
     layers = select_layers(loaded)
@@ -174,12 +193,12 @@ def _prepare_model(model: ModelConfig, config: Config, cache: Cache, device: tor
     fingerprint = dataset_fingerprint(folder, cache.root / "fingerprints")
     image_settings = dataclasses.asdict(config.site.images)
     units = plan_model(loaded, layers, fingerprint, image_settings)
-    return ModelWork(loaded, layers, fields, folder, units, receptive_key)
+    return ModelWork(model, loaded.weights_label, loaded.preprocess.input_size, layers, fields, folder, units,
+                     receptive_key, loaded)
 
 
 def _receptive_fields(loaded: LoadedModel, layers: Sequence[LayerInfo], cache: Cache) -> tuple[dict, str]:
     """Receptive fields depend only on the architecture and input size; cached as a small entry."""
-    from atlasgen.cache import content_key
     from atlasgen.receptive import ReceptiveField, receptive_fields
 
     names = [layer.name for layer in layers]
@@ -195,12 +214,19 @@ def _receptive_fields(loaded: LoadedModel, layers: Sequence[LayerInfo], cache: C
     return fields, key
 
 
-def _dataset_folder(model: ModelConfig, cache: Cache) -> Path:
+def _dataset_path(model: ModelConfig, cache: Cache) -> Path:
     if model.dataset != DEMO:
         return Path(model.dataset)
+    return cache.root / "datasets" / f"demo-{DEMO_DATASET_SEED}-{DEMO_DATASET_IMAGES}"
+
+
+def _dataset_folder(model: ModelConfig, cache: Cache) -> Path:
+    """The dataset folder, generating the built-in demo dataset on first use."""
+    folder = _dataset_path(model, cache)
+    if model.dataset != DEMO:
+        return folder
     from atlasgen.demo import write_demo_dataset
 
-    folder = cache.root / "datasets" / f"demo-{DEMO_DATASET_SEED}-{DEMO_DATASET_IMAGES}"
     return write_demo_dataset(folder, count=DEMO_DATASET_IMAGES, seed=DEMO_DATASET_SEED)
 
 
@@ -316,10 +342,10 @@ def _render(config: Config, work: list[ModelWork], cache: Cache, options: BuildO
 
 
 def _model_data(work: ModelWork, cache: Cache) -> ModelData:
-    config = work.loaded.config
+    config = work.config
     dataset = "built-in demo dataset" if config.dataset == DEMO else str(Path(config.dataset).name)
-    model = ModelData(name=config.name, arch=config.arch, weights=work.loaded.weights_label, dataset=dataset,
-                      input_size=work.loaded.preprocess.input_size)
+    model = ModelData(name=config.name, arch=config.arch, weights=work.weights_label, dataset=dataset,
+                      input_size=work.input_size)
     units_by_id = {unit.id: unit for unit in work.units}
     for layer in work.layers:
         model.layers.append(_layer_data(work, layer, units_by_id, cache))
@@ -331,9 +357,9 @@ def _entry(cache: Cache, unit: Unit | None) -> Entry | None:
 
 
 def _layer_data(work: ModelWork, layer: LayerInfo, units_by_id: dict[str, Unit], cache: Cache) -> LayerData:
-    from atlasgen.similarity import cross_activation, top_similar
+    from atlasgen.related import cross_activation, top_similar
 
-    config = work.loaded.config
+    config = work.config
     rf = work.fields[layer.name]
     data = LayerData(name=layer.name, channels=layer.channels, shape=(layer.channels, layer.height, layer.width),
                      receptive_field=ReceptiveFieldInfo(tuple(rf.size), tuple(rf.stride), rf.covers_input))
@@ -390,3 +416,96 @@ def _add_dataset_data(unit: UnitData, c: int, stats: dict, entry: Entry) -> None
                 value=float(stats[f"{side}_value"][c, j]), position=tuple(int(v) for v in stats[f"{side}_pos"][c, j]),
                 patch=entry.file(patch), heatmap=heat_path,
             ))
+
+
+# ---------------------------------------------------------------- saved plans
+
+
+def plan_key_for(config: Config, models: Sequence[ModelConfig], cache: Cache, only: str | None) -> str | None:
+    """A key of everything a plan is made from, by file stats rather than contents (cheap);
+    None when a model depends on something that cannot be stat'ed (an installed module)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts: dict = {"atlasgen": atlasgen.__version__, "config": config.digest, "only": only, "models": []}
+    try:
+        parts["torch"] = [version("torch"), version("torchvision")]
+    except PackageNotFoundError:
+        return None
+    for model in models:
+        files = []
+        if ":" in model.arch:
+            target = model.arch.rpartition(":")[0]
+            if not target.endswith(".py"):
+                return None
+            files.append(target)
+        if model.arch == DEMO:
+            files.append(str(Path(atlasgen.__file__).parent / "demo" / "weights.pt"))
+        if model.weights and os.path.isfile(model.weights):
+            files.append(model.weights)
+        listing = _listing(_dataset_path(model, cache))
+        if listing is None:
+            return None
+        parts["models"].append({"files": [_stat(f) for f in files], "dataset": content_key({"files": listing})})
+    return content_key(parts)
+
+
+def _stat(path: str) -> list:
+    stat = os.stat(path)
+    return [path, stat.st_size, stat.st_mtime_ns]
+
+
+def _listing(folder: Path) -> list | None:
+    if not folder.is_dir():
+        return None
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [_stat(os.path.join(root, name)) for name in sorted(files)]
+    return found
+
+
+def _save_plan(cache: Cache, key: str, work: Sequence[ModelWork]) -> None:
+    models = []
+    for w in work:
+        models.append({
+            "index": w.config.index, "weights_label": w.weights_label, "input_size": w.input_size,
+            "layers": [dataclasses.asdict(layer) for layer in w.layers],
+            "fields": {name: {"size": list(rf.size), "stride": list(rf.stride), "covers_input": rf.covers_input}
+                       for name, rf in w.fields.items()},
+            "dataset": str(w.dataset), "units": [dataclasses.asdict(unit) for unit in w.units],
+            "receptive_key": w.receptive_key,
+        })
+    cache.put("plans", key, {}, meta={"models": models})
+
+
+def _load_plan(config: Config, cache: Cache, key: str) -> list[ModelWork] | None:
+    entry = cache.get("plans", key)
+    if entry is None:
+        return None
+    return [
+        ModelWork(
+            config=config.models[m["index"]], weights_label=m["weights_label"], input_size=m["input_size"],
+            layers=[LayerInfo(**layer) for layer in m["layers"]],
+            fields={name: ReceptiveFieldInfo(tuple(f["size"]), tuple(f["stride"]), f["covers_input"]) for name, f in m["fields"].items()},
+            dataset=Path(m["dataset"]), units=[Unit(**unit) for unit in m["units"]], receptive_key=m["receptive_key"],
+        )
+        for m in entry.meta["models"]
+    ]
+
+
+def _render_from_saved_plan(config: Config, cache: Cache, key: str | None, options: BuildOptions, summary: BuildSummary) -> bool:
+    """Render straight from the cache when the saved plan matches and every unit is there."""
+    if key is None or options.force or options.dry_run or options.ranks.world > 1:
+        return False
+    with _timed(summary, "plan"):
+        work = _load_plan(config, cache, key)
+        if work is None:
+            return False
+        trial = BuildSummary()
+        if _missing(cache, [unit for w in work for unit in w.units], False, trial):
+            return False
+    summary.cached = trial.cached
+    _check_writable(options.output or config.site.output, "output folder", "choose another with --output or site.output")
+    with _timed(summary, "render"):
+        _render(config, work, cache, options, summary)
+    return True

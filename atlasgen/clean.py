@@ -6,7 +6,7 @@ import logging
 import re
 import shutil
 
-from atlasgen.build import prepare
+from atlasgen.build import plan_key_for, prepare
 from atlasgen.cache import Cache
 from atlasgen.config import Config
 from atlasgen.models import check_models
@@ -14,7 +14,7 @@ from atlasgen.models import check_models
 log = logging.getLogger(__name__)
 
 _ENTRY = re.compile(r"[0-9a-f]{64}")
-_KINDS = ("featvis", "dataset", "receptive")  # entry kinds; datasets/ and fingerprints/ are kept
+_KINDS = ("featvis", "dataset", "receptive", "plans")  # entry kinds; datasets/ and fingerprints/ are kept
 
 
 def clean_cache(config: Config, dry_run: bool = False) -> tuple[int, int]:
@@ -26,6 +26,7 @@ def clean_cache(config: Config, dry_run: bool = False) -> tuple[int, int]:
     cache = Cache(config.site.cache)
     work = prepare(config, config.models, cache, torch.device("cpu"))
     used = {unit.key for w in work for unit in w.units} | {w.receptive_key for w in work}
+    used.add(plan_key_for(config, config.models, cache, None))
     removed = freed = 0
     for kind, entries in cache.keys().items():
         if kind not in _KINDS:

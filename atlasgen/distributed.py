@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from atlasgen.errors import AtlasError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,16 @@ def parse_shard(text: str) -> Ranks:
 
 def device_for(requested: str, ranks: Ranks) -> str:
     """Each rank of a process group takes its own GPU."""
+    import torch
+
     if ranks.process_group and requested in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{ranks.local_rank % torch.cuda.device_count()}"
     return requested
 
 
 def init(ranks: Ranks, device: torch.device) -> None:
+    import torch.distributed
+
     if not ranks.process_group or torch.distributed.is_initialized():
         return
     if "MASTER_ADDR" not in os.environ:  # under srun without torchrun
@@ -67,10 +73,18 @@ def init(ranks: Ranks, device: torch.device) -> None:
 
 
 def barrier(ranks: Ranks) -> None:
+    if not ranks.process_group:
+        return
+    import torch.distributed
+
     if ranks.process_group and torch.distributed.is_initialized():
         torch.distributed.barrier()
 
 
 def finish(ranks: Ranks) -> None:
+    if not ranks.process_group:
+        return
+    import torch.distributed
+
     if ranks.process_group and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

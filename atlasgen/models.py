@@ -21,6 +21,7 @@ from torch import nn
 
 from atlasgen.config import DEMO, ModelConfig
 from atlasgen.errors import AtlasError, ConfigError
+from atlasgen.plan import LayerInfo
 from atlasgen.settings import Preprocess
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,6 @@ _NOT_FEATURE_BLOCKS = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
     nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.Flatten, nn.Identity, nn.Linear,
 )
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    name: str
-    channels: int
-    height: int
-    width: int
 
 
 @dataclass
@@ -326,9 +319,3 @@ def _check_channels(config: ModelConfig, layers: Sequence[LayerInfo]) -> None:
     smallest = min(layers, key=lambda layer: layer.channels)
     if config.channels[0] >= smallest.channels:
         raise ConfigError([(f"{config.path}.channels", f"range {config.channels[0]}:{config.channels[1]} starts past the last channel of {smallest.name} ({smallest.channels} channels)")])
-
-
-def channel_range(config: ModelConfig, layer: LayerInfo) -> range:
-    if config.channels is None:
-        return range(layer.channels)
-    return range(config.channels[0], min(config.channels[1], layer.channels))

@@ -11,15 +11,34 @@ import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from atlasgen.cache import Cache, canonical_json, content_key
-from atlasgen.models import LayerInfo, LoadedModel, channel_range
+from atlasgen.config import ModelConfig
+
+if TYPE_CHECKING:  # models imports torch; planning from a saved plan must not
+    from atlasgen.models import LoadedModel
 
 # Bump when a stage's algorithm changes its results, so old cache entries stop matching.
 ALGORITHM_VERSION = {"featvis": 1, "dataset": 1}
 
 FEATVIS = "featvis"
 DATASET = "dataset"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str  # dotted module name
+    channels: int
+    height: int  # feature map size for the model's input size
+    width: int
+
+
+def channel_range(config: ModelConfig, layer: LayerInfo) -> range:
+    """The channels of `layer` the atlas shows: all, or the configured preview range."""
+    if config.channels is None:
+        return range(layer.channels)
+    return range(config.channels[0], min(config.channels[1], layer.channels))
 
 
 @dataclass(frozen=True)
