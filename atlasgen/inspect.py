@@ -36,9 +36,9 @@ def layer_table(config_path: Path, model: str | None) -> Iterator[str]:
     size = loaded.preprocess.input_size
     fields = receptive_fields(loaded.module, [layer.name for layer in layers], size)
     yield f"{config.name} ({config.arch}), input {size}x{size}"
-    yield f"{'layer':<28} {'channels':>8} {'output':>12} {'receptive field':>16} {'stride':>7}"
+    yield f"{'layer':<28} {'channels':>8} {'output':>12} {'receptive field':>18} {'stride':>7}"
     for layer in layers:
         rf = fields[layer.name]
-        field_text = "whole input" if rf.covers_input else f"{rf.size[0]}x{rf.size[1]}"
-        yield f"{layer.name:<28} {layer.channels:>8} {f'{layer.height}x{layer.width}':>12} {field_text:>16} {rf.stride[0]:>7}"
+        field_text = f"{rf.size[0]}x{rf.size[1]}" + (" (all)" if rf.covers_input else "")
+        yield f"{layer.name:<28} {layer.channels:>8} {f'{layer.height}x{layer.width}':>12} {field_text:>18} {rf.stride[0]:>7}"
     yield f"{len(layers)} layers, {sum(layer.channels for layer in layers)} channels"

@@ -117,3 +117,47 @@ def test_two_ranks_compute_each_unit_once_and_agree(tmp_path, images):
     assert two.returncode == 0, two.stderr + two.stdout
     assert computed_counts(two.stderr + two.stdout) == 8 + 2  # each unit exactly once across the ranks
     assert site_data(double.parent / "site") == site_data(single.parent / "site")
+
+
+def test_shards_split_the_work_and_a_final_build_renders(tmp_path, images):
+    config = project(tmp_path, images)
+    counts = []
+    for share in ("0/2", "1/2"):
+        result = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "--shard", share], tmp_path)
+        assert result.returncode == 0, result.stderr
+        counts.append(computed_counts(result.stderr))
+    assert sum(counts) == 8 + 2 and all(counts)
+    final = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config)], tmp_path)
+    assert final.returncode == 0 and computed_counts(final.stderr) == 0
+    assert (tmp_path / "site" / "demo" / "conv2" / "index.json").is_file()
+
+
+def test_two_builds_at_once_share_the_cache_safely(tmp_path, images):
+    config = project(tmp_path, images)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "-q", "-o", str(tmp_path / f"site{i}")],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    assert site_data(tmp_path / "site0") == site_data(tmp_path / "site1")
+    check = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "--dry-run"], tmp_path)
+    assert "nothing to compute" in check.stdout  # every entry whole and verified
+    leftovers = [p for p in (tmp_path / ".atlas-cache").rglob(".tmp-*")]
+    assert leftovers == []
+
+
+def test_clean_removes_only_unused_entries(tmp_path, images):
+    config = project(tmp_path, images, channels=4)
+    assert run([sys.executable, "-m", "atlasgen", "build", "-c", str(config)], tmp_path).returncode == 0
+    user_file = tmp_path / ".atlas-cache" / "my-notes.txt"
+    user_file.write_text("mine")
+    project(tmp_path, images, channels=2)  # channels 2 and 3 of both layers are no longer used
+    result = run([sys.executable, "-m", "atlasgen", "clean", "-c", str(config)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "unused cache entries" in result.stderr
+    featvis = [p for p in (tmp_path / ".atlas-cache" / "featvis").glob("??/*") if not p.name.startswith(".")]
+    assert len(featvis) == 4  # channels 0 and 1 of two layers
+    assert user_file.read_text() == "mine"
+    again = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "--dry-run"], tmp_path)
+    assert "nothing to compute" in again.stdout
