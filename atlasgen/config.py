@@ -121,10 +121,13 @@ def _boolean(value: Any, path: str, problems: _Problems) -> bool | None:
     return None
 
 
-def _integer(low: int | None = None, high: int | None = None) -> Parser:
-    def parse(value: Any, path: str, problems: _Problems) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.add(path, f"expected an integer, got {_type_name(value)} {value!r}")
+def _bounded(integer: bool, low: float | None, high: float | None) -> Parser:
+    expected = "an integer" if integer else "a number"
+    allowed = (int,) if integer else (int, float)
+
+    def parse(value: Any, path: str, problems: _Problems) -> Any:
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            problems.add(path, f"expected {expected}, got {_type_name(value)} {value!r}")
             return None
         if low is not None and value < low:
             problems.add(path, f"must be at least {low}, got {value}")
@@ -132,25 +135,17 @@ def _integer(low: int | None = None, high: int | None = None) -> Parser:
         if high is not None and value > high:
             problems.add(path, f"must be at most {high}, got {value}")
             return None
-        return value
+        return value if integer else float(value)
 
     return parse
+
+
+def _integer(low: int | None = None, high: int | None = None) -> Parser:
+    return _bounded(True, low, high)
 
 
 def _number(low: float | None = None, high: float | None = None) -> Parser:
-    def parse(value: Any, path: str, problems: _Problems) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.add(path, f"expected a number, got {_type_name(value)} {value!r}")
-            return None
-        if low is not None and value < low:
-            problems.add(path, f"must be at least {low}, got {value}")
-            return None
-        if high is not None and value > high:
-            problems.add(path, f"must be at most {high}, got {value}")
-            return None
-        return float(value)
-
-    return parse
+    return _bounded(False, low, high)
 
 
 def _choice(*choices: str) -> Parser:
