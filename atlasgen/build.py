@@ -46,7 +46,7 @@ FEATVIS_CHUNK = 32  # channels stored per optimization call, so an interrupted b
 @dataclass
 class BuildOptions:
     output: Path | None = None
-    only: str | None = None  # MODEL or MODEL/LAYER
+    only: str | None = None  # compute only MODEL or MODEL/LAYER; the site still shows everything cached
     force: bool = False
     dry_run: bool = False
     device: str | None = None
@@ -96,9 +96,10 @@ def build(config: Config, options: BuildOptions | None = None) -> BuildSummary:
     options = options or BuildOptions()
     summary = BuildSummary()
     ranks = options.ranks
-    models = _selected_models(config, options.only)
+    models = list(config.models)
+    _check_only_model(config, options.only)
     cache = Cache(config.site.cache)
-    plan_key = plan_key_for(config, models, cache, options.only)
+    plan_key = plan_key_for(config, models, cache)
     if _render_from_saved_plan(config, cache, plan_key, options, summary):
         return summary
     from atlasgen.featvis import pick_device
@@ -114,11 +115,11 @@ def build(config: Config, options: BuildOptions | None = None) -> BuildSummary:
     distributed.init(ranks, device)
     try:
         with _timed(summary, "plan"), _config_source(config):
-            work = prepare(config, models, cache, device, options.only)
-            plan_key = plan_key or plan_key_for(config, models, cache, options.only)  # the demo dataset exists now
+            work = prepare(config, models, cache, device)
+            plan_key = plan_key or plan_key_for(config, models, cache)  # the demo dataset exists now
             if plan_key and ranks.main:
                 _save_plan(cache, plan_key, work)
-        units = [unit for w in work for unit in w.units]
+        units = _only_units(work, options.only)
         mine = shard(units, ranks.rank, ranks.world)
         todo = _missing(cache, mine, options.force, summary)
         summary.plan = [(unit, reason(cache, unit, options.force)) for unit in todo]
@@ -161,32 +162,36 @@ def _check_writable(folder: Path, what: str, fix: str) -> None:
         raise AtlasError(f"{what} {str(folder)!r} is not writable ({exc.strerror or exc}); {fix}") from None
 
 
-def _selected_models(config: Config, only: str | None) -> list[ModelConfig]:
-    if not only:
-        return list(config.models)
-    name = only.split("/", 1)[0]
-    chosen = [m for m in config.models if m.name == name]
-    if not chosen:
+def _check_only_model(config: Config, only: str | None) -> None:
+    name = (only or "").split("/", 1)[0]
+    if only and name not in {m.name for m in config.models}:
         raise AtlasError(f"--only {only!r}: no model named {name!r}; models: {', '.join(m.name for m in config.models)}")
+
+
+def _only_units(work: Sequence[ModelWork], only: str | None) -> list[Unit]:
+    """The units `--only MODEL[/LAYER]` asks for (all without it)."""
+    units = [unit for w in work for unit in w.units]
+    if not only:
+        return units
+    model, _, layer = only.partition("/")
+    chosen = [u for u in units if u.model == model and (not layer or u.layer == layer)]
+    if not chosen:
+        layers = next(w.layers for w in work if w.config.name == model)
+        raise AtlasError(f"--only {only!r}: model {model!r} has no selected layer {layer!r}; layers: {', '.join(l.name for l in layers)}")
     return chosen
 
 
-def prepare(config: Config, models: Sequence[ModelConfig], cache: Cache, device: torch.device, only: str | None = None) -> list[ModelWork]:
+def prepare(config: Config, models: Sequence[ModelConfig], cache: Cache, device: torch.device) -> list[ModelWork]:
     """Load each model, select its layers and plan its units."""
-    return [_prepare_model(model, config, cache, device, only) for model in models]
+    return [_prepare_model(model, config, cache, device) for model in models]
 
 
-def _prepare_model(model: ModelConfig, config: Config, cache: Cache, device: torch.device, only: str | None) -> ModelWork:
+def _prepare_model(model: ModelConfig, config: Config, cache: Cache, device: torch.device) -> ModelWork:
     from atlasgen.data import dataset_fingerprint
     from atlasgen.models import build_model, select_layers
 
     loaded = build_model(model)
     layers = select_layers(loaded)
-    if only and "/" in only:
-        wanted = only.split("/", 1)[1]
-        layers = [layer for layer in layers if layer.name == wanted]
-        if not layers:
-            raise AtlasError(f"--only {only!r}: model {model.name!r} has no selected layer {wanted!r}")
     loaded.module.to(device)
     fields, receptive_key = _receptive_fields(loaded, layers, cache)
     folder = _dataset_folder(model, cache)
@@ -392,7 +397,8 @@ def _layer_data(work: ModelWork, layer: LayerInfo, units_by_id: dict[str, Unit],
         if cross is not None and c in cross:
             unit.cross = [Related(int(o), float(s)) for o, s in cross[c]]
         reached = unit.activation.get("channel", unit.activation.get("neuron"))
-        unit.dead = (unit.dataset_max is None or unit.dataset_max <= 0) and (reached is None or reached <= 0)
+        known = [value for value in (unit.dataset_max, reached) if value is not None]
+        unit.dead = bool(known) and all(value <= 0 for value in known)  # never positive, by any measure we have
         data.units.append(unit)
     return data
 
@@ -421,12 +427,12 @@ def _add_dataset_data(unit: UnitData, c: int, stats: dict, entry: Entry) -> None
 # ---------------------------------------------------------------- saved plans
 
 
-def plan_key_for(config: Config, models: Sequence[ModelConfig], cache: Cache, only: str | None) -> str | None:
+def plan_key_for(config: Config, models: Sequence[ModelConfig], cache: Cache) -> str | None:
     """A key of everything a plan is made from, by file stats rather than contents (cheap);
     None when a model depends on something that cannot be stat'ed (an installed module)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    parts: dict = {"atlasgen": atlasgen.__version__, "config": config.digest, "only": only, "models": []}
+    parts: dict = {"atlasgen": atlasgen.__version__, "config": config.digest, "models": []}
     try:
         parts["torch"] = [version("torch"), version("torchvision")]
     except PackageNotFoundError:
@@ -501,6 +507,7 @@ def _render_from_saved_plan(config: Config, cache: Cache, key: str | None, optio
         work = _load_plan(config, cache, key)
         if work is None:
             return False
+        _only_units(work, options.only)  # an unknown --only layer is an error here too
         trial = BuildSummary()
         if _missing(cache, [unit for w in work for unit in w.units], False, trial):
             return False

@@ -26,7 +26,7 @@ def clean_cache(config: Config, dry_run: bool = False) -> tuple[int, int]:
     cache = Cache(config.site.cache)
     work = prepare(config, config.models, cache, torch.device("cpu"))
     used = {unit.key for w in work for unit in w.units} | {w.receptive_key for w in work}
-    used.add(plan_key_for(config, config.models, cache, None))
+    used.add(plan_key_for(config, config.models, cache))
     removed = freed = 0
     for kind, entries in cache.keys().items():
         if kind not in _KINDS:

@@ -75,7 +75,7 @@ def main() -> None:
 @main.command()
 @_config_option
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Output folder (default: site.output).")
-@click.option("--only", metavar="MODEL[/LAYER]", help="Build only this model, or one layer of it.")
+@click.option("--only", metavar="MODEL[/LAYER]", help="Compute only this model, or one layer of it; the site still lists the rest.")
 @click.option("--force", is_flag=True, help="Recompute everything, ignoring the cache.")
 @click.option("--dry-run", is_flag=True, help="Show what would be computed and why, then stop.")
 @click.option("--device", help="Override build.device: auto, cpu, cuda, cuda:N, mps.")

@@ -156,3 +156,16 @@ def test_built_demo_site_passes_browser_checks(tmp_path, images):
     assert run.returncode == 0, output[-4000:]
     assert "site checks passed" in output
     assert (artifacts / "layer-light.png").stat().st_size > 1000
+
+
+def test_only_computes_one_layer_and_keeps_the_rest_of_the_site(tmp_path, images):
+    config_path = make_project(tmp_path, images)
+    first = build(load_config(config_path), BuildOptions(progress=False, only="demo/conv1"))
+    assert first.computed == {"featvis": 3, "dataset": 1}
+    site = tmp_path / "site"
+    assert (site / "demo/conv1/0/index.html").is_file()
+    assert (site / "demo/conv3/index.html").is_file()  # listed, waiting for its units
+    rest = build(load_config(config_path), quiet())
+    assert rest.computed == {"featvis": 3, "dataset": 1}
+    with pytest.raises(Exception, match="has no selected layer 'conv2'; layers: conv1, conv3"):
+        build(load_config(config_path), BuildOptions(progress=False, only="demo/conv2"))
