@@ -11,6 +11,8 @@ import dataclasses
 import datetime
 import logging
 import os
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -126,12 +128,13 @@ def build(config: Config, options: BuildOptions | None = None) -> BuildSummary:
         if options.dry_run:
             return summary
         todo_keys = {unit.key for unit in todo}
-        for w in work:
-            with _timed(summary, "dataset examples"):
-                _compute_dataset(w, [u for u in w.units if u.kind == DATASET and u.key in todo_keys], cache, config, device, options, summary)
-        for w in work:
-            with _timed(summary, "feature visualization"):
-                _compute_featvis(w, [u for u in w.units if u.kind == FEATVIS and u.key in todo_keys], cache, device, options, summary)
+        with _stop_between_units() as stop:
+            for w in work:
+                with _timed(summary, "dataset examples"):
+                    _compute_dataset(w, [u for u in w.units if u.kind == DATASET and u.key in todo_keys], cache, config, device, options, summary, stop)
+            for w in work:
+                with _timed(summary, "feature visualization"):
+                    _compute_featvis(w, [u for u in w.units if u.kind == FEATVIS and u.key in todo_keys], cache, device, options, summary, stop)
         summary.corrupt = len(cache.corrupt)
         distributed.barrier(ranks)
         if ranks.main:
@@ -160,6 +163,39 @@ def _check_writable(folder: Path, what: str, fix: str) -> None:
         probe.unlink()
     except OSError as exc:
         raise AtlasError(f"{what} {str(folder)!r} is not writable ({exc.strerror or exc}); {fix}") from None
+
+
+class _StopRequest:
+    """Set by the first Ctrl-C; compute loops stop at the next unit boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def _stop_between_units() -> Iterator[_StopRequest]:
+    """First Ctrl-C: finish the units in progress, then stop; second Ctrl-C: stop at once.
+    The previous SIGINT handler is restored afterwards."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(_signum, _frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        log.warning("stopping after the units in progress (press Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _check_only_model(config: Config, only: str | None) -> None:
@@ -254,7 +290,7 @@ def _bar(options: BuildOptions, total: int, desc: str, unit: str) -> tqdm:
 
 
 def _compute_dataset(work: ModelWork, units: list[Unit], cache: Cache, config: Config, device: torch.device,
-                     options: BuildOptions, summary: BuildSummary) -> None:
+                     options: BuildOptions, summary: BuildSummary, stop: _StopRequest) -> None:
     if not units:
         return
     from atlasgen.data import ImageFolder
@@ -270,6 +306,7 @@ def _compute_dataset(work: ModelWork, units: list[Unit], cache: Cache, config: C
     elapsed = time.perf_counter() - start
     summary.images_per_second = len(dataset) / elapsed if elapsed > 0 else None
     for unit in units:
+        stop.check()
         ex = results[unit.layer]
         summary.skipped_images = sorted(set(summary.skipped_images) | set(ex.skipped))
         patches = extract_patches(loaded.module, ex, work.fields[unit.layer], dataset, settings, config.site.images, device)
@@ -286,7 +323,7 @@ _EXAMPLE_ARRAYS = ("top_index", "top_value", "top_pos", "bottom_index", "bottom_
 
 
 def _compute_featvis(work: ModelWork, units: list[Unit], cache: Cache, device: torch.device,
-                     options: BuildOptions, summary: BuildSummary) -> None:
+                     options: BuildOptions, summary: BuildSummary, stop: _StopRequest) -> None:
     if not units:
         return
     from atlasgen.featvis import visualize_channels
@@ -300,6 +337,7 @@ def _compute_featvis(work: ModelWork, units: list[Unit], cache: Cache, device: t
     with _bar(options, total, f"{loaded.config.name}: feature visualization", "img-step") as bar:
         for layer, layer_units in by_layer.items():
             for start in range(0, len(layer_units), FEATVIS_CHUNK):
+                stop.check()
                 chunk = layer_units[start:start + FEATVIS_CHUNK]
                 bar.set_postfix_str(f"{layer} {chunk[0].channel}-{chunk[-1].channel}")
                 result = visualize_channels(loaded.module, layer, [u.channel for u in chunk], settings, loaded.preprocess, device,

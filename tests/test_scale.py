@@ -161,3 +161,26 @@ def test_clean_removes_only_unused_entries(tmp_path, images):
     assert user_file.read_text() == "mine"
     again = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "--dry-run"], tmp_path)
     assert "nothing to compute" in again.stdout
+
+
+def test_ctrl_c_stops_between_units_and_says_how_to_resume(tmp_path, images):
+    config = project(tmp_path, images, steps=40, channels=8)
+    config.write_text(config.read_text().replace('layers = ["conv1", "conv2"]', 'layers = ["conv1", "conv2", "conv3"]'))
+    proc = subprocess.Popen([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "-q"], cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    featvis = tmp_path / ".atlas-cache" / "featvis"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (featvis.is_dir() and any(featvis.glob("??/*"))):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "stopping after the units in progress" in err
+    assert "run the same command again to resume" in err
+    assert "Traceback" not in err
+    done = [p for p in featvis.glob("??/*") if not p.name.startswith(".")]
+    assert len(done) in (8, 16)  # whole layers (one chunk each): the one running when Ctrl-C came was finished
+    resumed = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config)], tmp_path)
+    assert resumed.returncode == 0
+    assert computed_counts(resumed.stderr) == 24 - len(done)  # the dataset units finished before the first Ctrl-C
