@@ -18,16 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from atlasgen.errors import ConfigError
-from atlasgen.settings import (
-    OBJECTIVES,
-    ExamplesSettings,
-    ImageSettings,
-    Octave,
-    Preprocess,
-    SimilaritySettings,
-    StageSettings,
-    VisSettings,
-)
+from atlasgen.settings import OBJECTIVES, ImageSettings, Octave, StageSettings
 
 DEMO = "demo"  # the built-in model and dataset
 

@@ -8,7 +8,6 @@ plus running moments and co-activation sums: memory never grows with the dataset
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections import defaultdict
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from atlasgen.images import EXTENSIONS, encode as encode_bytes
 from atlasgen.data import ImageFolder, collate_skipping, input_view, source_box
 from atlasgen.errors import AtlasError
 from atlasgen.hooks import forward_layers
@@ -210,7 +210,7 @@ CHECKER = (128, 176)  # grey levels of the squares marking area outside the sour
 CHECKER_CELL = 8  # pixels of a checker square in the patch
 HEAT_COLOURS = {"top": (255, 80, 0), "bottom": (0, 120, 255)}
 HEAT_OPACITY = 0.65
-_EXTENSIONS = {"webp": "webp", "jpeg": "jpg", "png": "png"}
+_EXTENSIONS = EXTENSIONS
 PATCH_NAME = "{channel}/{side}-{rank}.{ext}"
 HEAT_NAME = "{channel}/{side}-{rank}-heat.{ext}"
 
@@ -286,12 +286,7 @@ def encode(img: Image.Image, image: ImageSettings) -> bytes:
     fmt = image.format.lower()
     if fmt not in _EXTENSIONS:
         raise AtlasError(f"image format {image.format!r} is not supported; use webp, jpeg or png")
-    buffer = io.BytesIO()
-    if fmt == "png":
-        img.save(buffer, format="PNG", optimize=False)
-    else:
-        img.save(buffer, format=fmt.upper(), quality=image.quality)
-    return buffer.getvalue()
+    return encode_bytes(img, fmt, image.quality)
 
 
 def _example_slots(ex: LayerExamples, channels: Sequence[int]) -> list[tuple[int, str, int, int, float, tuple[int, int]]]:

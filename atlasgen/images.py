@@ -7,13 +7,14 @@ import io
 import numpy as np
 from PIL import Image
 
-SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}  # format -> file extension
 
 
-def encode(array: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
-    """uint8 (H, W, 3) -> PNG, JPEG or WebP bytes; PNG is lossless and deterministic."""
+def encode(image: Image.Image | np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
+    """A PIL image or uint8 (H, W, 3) array -> PNG, JPEG or WebP bytes; PNG is lossless and deterministic."""
     buffer = io.BytesIO()
-    image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
     if fmt == "png":
         image.save(buffer, format="PNG", optimize=False, compress_level=6)
     elif fmt == "jpeg":

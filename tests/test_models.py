@@ -1,18 +1,15 @@
 """Building models, loading weights in their usual wrappings, finding layers."""
 
-import dataclasses
 
 import pytest
 import torch
-from torch import nn
 
 from atlasgen.config import load_config
 from atlasgen.errors import AtlasError, ConfigError
-from atlasgen.models import build_model, check_models, default_layer_names, feature_layers, select_layers
+from atlasgen.models import build_model, check_models, default_layer_names, select_layers
 
 FACTORY = '''
 import torch
-from torch import nn
 
 def make():
     torch.manual_seed(0)
