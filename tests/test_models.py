@@ -1,6 +1,5 @@
 """Building models, loading weights in their usual wrappings, finding layers."""
 
-
 import pytest
 import torch
 
@@ -10,6 +9,7 @@ from atlasgen.models import build_model, check_models, default_layer_names, sele
 
 FACTORY = '''
 import torch
+from torch import nn
 
 def make():
     torch.manual_seed(0)
