@@ -66,6 +66,11 @@ def site_data(site: Path) -> dict[str, object]:
     return found
 
 
+def _finished_entries(kind_folder: Path) -> list[Path]:
+    """Whole cache entries (a folder being written has a dot name until it is renamed)."""
+    return [p for p in kind_folder.glob("??/*") if not p.name.startswith(".")] if kind_folder.is_dir() else []
+
+
 def computed_counts(stderr: str) -> int:
     total = 0
     for line in stderr.splitlines():
@@ -85,15 +90,13 @@ def test_killed_build_resumes_and_matches(tmp_path, images):
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     featvis = config.parent / ".atlas-cache" / "featvis"
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if featvis.is_dir() and len(list(featvis.glob("??/*"))) >= 1:
-            break
+    while time.time() < deadline and proc.poll() is None and not _finished_entries(featvis):
         time.sleep(0.05)
     assert proc.poll() is None, "the build finished before it could be killed; make it longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     cache = config.parent / ".atlas-cache"
-    finished = {kind: len([p for p in (cache / kind).glob("??/*") if not p.name.startswith(".")]) for kind in ("featvis", "dataset")}
+    finished = {kind: len(_finished_entries(cache / kind)) for kind in ("featvis", "dataset")}
     assert 0 < finished["featvis"] < 16
 
     resumed = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config)], config.parent)
@@ -156,8 +159,7 @@ def test_clean_removes_only_unused_entries(tmp_path, images):
     result = run([sys.executable, "-m", "atlasgen", "clean", "-c", str(config)], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "unused cache entries" in result.stderr
-    featvis = [p for p in (tmp_path / ".atlas-cache" / "featvis").glob("??/*") if not p.name.startswith(".")]
-    assert len(featvis) == 4  # channels 0 and 1 of two layers
+    assert len(_finished_entries(tmp_path / ".atlas-cache" / "featvis")) == 4  # channels 0 and 1 of two layers
     assert user_file.read_text() == "mine"
     again = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "--dry-run"], tmp_path)
     assert "nothing to compute" in again.stdout
@@ -170,7 +172,7 @@ def test_ctrl_c_stops_between_units_and_says_how_to_resume(tmp_path, images):
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     featvis = tmp_path / ".atlas-cache" / "featvis"
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not (featvis.is_dir() and any(featvis.glob("??/*"))):
+    while time.time() < deadline and proc.poll() is None and not _finished_entries(featvis):
         time.sleep(0.05)
     assert proc.poll() is None, "the build finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
@@ -179,7 +181,7 @@ def test_ctrl_c_stops_between_units_and_says_how_to_resume(tmp_path, images):
     assert "stopping after the units in progress" in err
     assert "run the same command again to resume" in err
     assert "Traceback" not in err
-    done = [p for p in featvis.glob("??/*") if not p.name.startswith(".")]
+    done = _finished_entries(featvis)
     assert len(done) in (8, 16)  # whole layers (one chunk each): the one running when Ctrl-C came was finished
     resumed = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config)], tmp_path)
     assert resumed.returncode == 0
