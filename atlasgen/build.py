@@ -453,8 +453,8 @@ def _add_dataset_data(unit: UnitData, c: int, stats: dict, entry: Entry) -> None
             if index < 0:
                 continue
             patch = names["patch"].format(channel=c, side=side, rank=j)
-            heat = names.get("heatmap")
-            heat_path = entry.file(heat.format(channel=c, side=side, rank=j)) if heat and (entry.path / heat.format(channel=c, side=side, rank=j)).exists() else None
+            heat = names.get("heatmap", "").format(channel=c, side=side, rank=j)
+            heat_path = entry.file(heat) if heat in entry.meta["files"] else None  # the entry lists its files
             target.append(Example(
                 source=sources[int(index)], box=tuple(int(v) for v in stats[f"{side}_box"][c, j]),
                 value=float(stats[f"{side}_value"][c, j]), position=tuple(int(v) for v in stats[f"{side}_pos"][c, j]),

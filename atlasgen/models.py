@@ -125,9 +125,8 @@ def _torchvision_model(config: ModelConfig) -> tuple[nn.Module, Preprocess | Non
                 f"{config.path}.weights: could not download {arch} weights {chosen} ({exc}). "
                 "Without network access, download the file elsewhere and set weights = \"path/to/file.pth\""
             ) from exc
-        crop = chosen.transforms().crop_size[0]
         meta = chosen.transforms()
-        preprocess = Preprocess(input_size=int(crop), mean=tuple(meta.mean), std=tuple(meta.std))
+        preprocess = Preprocess(input_size=int(meta.crop_size[0]), mean=tuple(meta.mean), std=tuple(meta.std))
         return module, preprocess, f"torchvision:{arch}:{chosen}:{chosen.url}"
     # Auxiliary heads only matter in training; without them a plain state_dict of the main network loads.
     kwargs = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
