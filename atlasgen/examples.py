@@ -27,7 +27,7 @@ from atlasgen.errors import AtlasError
 from atlasgen.hooks import forward_layers
 from atlasgen.receptive import ReceptiveField
 from atlasgen.settings import ExamplesSettings, ImageSettings
-from atlasgen.similarity import CoActivation
+from atlasgen.similarity import CoActivation, Scratch
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,9 @@ class _RunningExtremes:
 
 
 class _LayerAccumulator:
-    def __init__(self, layer: str, settings: ExamplesSettings):
+    def __init__(self, layer: str, settings: ExamplesSettings, scratch: Scratch | None = None):
         self.layer = layer
+        self.scratch = scratch
         self.top = _RunningExtremes(settings.top_k, largest=True)
         self.bottom = _RunningExtremes(settings.bottom_k, largest=False)
         self.coactivation: CoActivation | None = None
@@ -114,7 +115,7 @@ class _LayerAccumulator:
                              "choose layers whose output is (batch, channels, height, width)")
         act = act.float()
         if self.coactivation is None:
-            self.coactivation = CoActivation(act.shape[1])
+            self.coactivation = CoActivation(act.shape[1], scratch=self.scratch)
             self.map_width = act.shape[3]
         flat = act.flatten(2)
         self.top.update(flat, indices)
@@ -182,7 +183,8 @@ def dataset_pass(model: nn.Module, layers: Sequence[str], dataset: ImageFolder, 
     skipped with one warning and listed in every result's `skipped`.
     """
     layers = list(dict.fromkeys(layers))
-    accumulators = {name: _LayerAccumulator(name, settings) for name in layers}
+    scratch = Scratch()  # one buffer for every layer's centred copies
+    accumulators = {name: _LayerAccumulator(name, settings, scratch) for name in layers}
     skipped: list[int] = []
     seen = 0
     with eval_mode(model), torch.inference_mode():

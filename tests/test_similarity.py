@@ -35,15 +35,64 @@ def test_correlation_mean_std_match_numpy_over_batches(dtype, tolerance):
     assert np.allclose(corr[np.ix_(live, live)], np.corrcoef(x[:, live].T), atol=tolerance * 10)
 
 
+@pytest.mark.parametrize("channels", [1, 5, 128, 129, 300, 1024])
+def test_triangle_blocks_cover_the_upper_triangle_once(channels):
+    covered = np.zeros((channels, channels), dtype=int)
+    for a0, a1, b0, b1 in similarity.triangle_blocks(0, channels):
+        assert a1 - a0 <= similarity.BLOCK_CHANNELS or a0 != b0  # only small diagonal blocks are whole
+        covered[a0:a1, b0:b1] += 1
+    upper = np.triu(np.ones((channels, channels), dtype=bool))
+    assert np.all(covered[upper] == 1)
+    assert np.all((covered == 0) | (covered == 1))
+
+
 def test_blocks_above_the_diagonal_give_the_full_matrix(monkeypatch):
-    monkeypatch.setattr(similarity, "BLOCK_CHANNELS", 2)  # blocks (0,1), (2,3), (4,)
+    monkeypatch.setattr(similarity, "BLOCK_CHANNELS", 2)  # 5 channels: diagonal blocks of 1 and 2
     generator = torch.Generator().manual_seed(4)
     act = torch.randn(6, 5, 3, 3, generator=generator)
     co = CoActivation(5, product_dtype=torch.float64)
     co.update(act)
-    assert len(co._blocks) == 6
+    assert len(co._blocks) == 5
     x = brute_force(act)
     assert np.allclose(co.correlation(), np.corrcoef(x.T), atol=1e-12)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_products_match_float64_with_and_without_onednn(monkeypatch, onednn):
+    if onednn and not similarity._onednn_products(torch.zeros(1)):
+        pytest.skip("this torch build has no oneDNN")
+    monkeypatch.setattr(similarity, "_onednn_products", lambda rows: onednn)
+    rows = torch.randn(300, 2000, generator=torch.Generator().manual_seed(5))
+    out = torch.ones(300, 300)
+    blocks = similarity.triangle_blocks(0, 300)
+    similarity.add_products(out, rows, blocks)
+    exact = 1.0 + rows.double() @ rows.double().T
+    upper = np.triu(np.ones((300, 300), dtype=bool))
+    assert np.allclose(out.double().numpy()[upper], exact.numpy()[upper], rtol=1e-5, atol=1e-3)
+
+
+def test_reduced_precision_matmul_setting_keeps_torch_products():
+    matmul = getattr(torch.backends.mkldnn, "matmul", None)
+    if matmul is None or not hasattr(matmul, "fp32_precision"):
+        pytest.skip("no oneDNN float32 precision setting in this torch")
+    before = matmul.fp32_precision
+    matmul.fp32_precision = "bf16"  # oneDNN would round float32 inputs to bfloat16
+    try:
+        assert not similarity._onednn_products(torch.zeros(4, 4))
+    finally:
+        matmul.fp32_precision = before
+
+
+def test_accumulators_can_share_a_scratch_buffer():
+    scratch = similarity.Scratch()
+    first, second = activations(2), torch.randn(7, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    shared = [CoActivation(5, scratch=scratch), CoActivation(3, scratch=scratch)]
+    alone = [CoActivation(5), CoActivation(3)]
+    for a, b in zip(first.split(4), second.split(3)):
+        shared[0].update(a), shared[1].update(b)
+        alone[0].update(a), alone[1].update(b)
+    for s, a in zip(shared, alone):
+        assert np.array_equal(s.correlation(), a.correlation())
 
 
 def test_zero_variance_channel_has_r_zero_and_unit_diagonal():
