@@ -12,6 +12,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -166,12 +167,37 @@ def _loader(dataset: ImageFolder, settings: ExamplesSettings, device: torch.devi
         collate_fn=collate_skipping, pin_memory=device.type == "cuda")
 
 
-def _accumulate_batch(model: nn.Module, images: torch.Tensor, indices: torch.Tensor,
-                      accumulators: dict[str, _LayerAccumulator]) -> None:
-    """Forward one batch and fold every layer's output in; the outputs die on return."""
-    outputs = forward_layers(model, images, list(accumulators))
-    for name, accumulator in accumulators.items():
-        accumulator.update(outputs[name], indices)
+class _Folder:
+    """Folds each batch's layer outputs into the accumulators on one background thread, so the
+    fold overlaps the next batch's forward pass (on CPU the forward leaves cores idle between
+    and inside operators). A batch is folded only after its forward pass has finished, so no
+    later in-place operation can change what is folded; one batch is folded at a time, in order."""
+
+    def __init__(self, accumulators: dict[str, _LayerAccumulator]):
+        self.accumulators = accumulators
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasgen-fold")
+        self._pending: Future | None = None
+
+    def submit(self, outputs: dict[str, torch.Tensor], indices: torch.Tensor) -> None:
+        self.wait()  # at most one batch of outputs waits: memory stays two batches, whatever the dataset
+        self._pending = self._executor.submit(self._fold, outputs, indices)
+
+    def wait(self) -> None:
+        """Block until the submitted batch is folded; re-raises the fold's error here."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def _fold(self, outputs: dict[str, torch.Tensor], indices: torch.Tensor) -> None:
+        with torch.inference_mode():  # grad mode is per thread
+            for name, accumulator in self.accumulators.items():
+                accumulator.update(outputs.pop(name), indices)  # each output is freed once folded
+
+    def __enter__(self) -> _Folder:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._executor.shutdown(wait=True)
 
 
 def dataset_pass(model: nn.Module, layers: Sequence[str], dataset: ImageFolder, settings: ExamplesSettings,
@@ -187,15 +213,16 @@ def dataset_pass(model: nn.Module, layers: Sequence[str], dataset: ImageFolder, 
     accumulators = {name: _LayerAccumulator(name, settings, scratch) for name in layers}
     skipped: list[int] = []
     seen = 0
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), _Folder(accumulators) as folder:
         for images, indices, failed in _loader(dataset, settings, device):
             skipped += failed
             if images is not None:
-                _accumulate_batch(model, images.to(device, non_blocking=True), indices, accumulators)
+                folder.submit(forward_layers(model, images.to(device, non_blocking=True), layers), indices)
                 seen += len(indices)
-            del images  # free before the next batch arrives: peak memory is one batch, not two
+            del images  # free before the next batch arrives
             if progress is not None:
                 progress(len(indices) + len(failed))
+        folder.wait()
     skipped_names = [dataset.names[i] for i in sorted(skipped)]
     if skipped_names:
         log.warning("skipped %d unreadable image%s: %s", len(skipped_names), "s" * (len(skipped_names) != 1),

@@ -1,5 +1,6 @@
 import io
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 
 from atlasgen.data import ImageFolder, input_view, load_rgb
+from atlasgen.errors import AtlasError
 from atlasgen.examples import (CHECKER, _RunningExtremes, crop_marked, dataset_pass, extract_patches,
                                resolve_workers)
 from atlasgen.hooks import forward_layers
@@ -233,3 +235,22 @@ def test_top_patch_of_edge_detector_is_dark_left_bright_right(red_squares):
     grey = decode(patches.files[patches.of(1, "top")[0].patch]).mean(-1)
     # the detector weighs the field's 2 left columns negatively and its 2 right columns positively
     assert grey[:, 24:].mean() > grey[:, :16].mean() + 40
+
+
+class SequenceNet(torch.nn.Module):
+    """Its only layer outputs (batch, channels, length): not a feature map."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x.flatten(2))
+
+
+def test_error_in_the_background_fold_reaches_the_caller_and_no_thread_is_left(noise_folder):
+    dataset = ImageFolder(noise_folder, Preprocess(input_size=32))
+    with pytest.raises(AtlasError, match="outputs a 3-d tensor"):
+        dataset_pass(SequenceNet(), ["conv"], dataset, SETTINGS, CPU)
+    dataset_pass(seeded(PlainNet()), ["conv1"], dataset, SETTINGS, CPU)
+    assert not [t for t in threading.enumerate() if t.name.startswith("atlasgen-fold")]
