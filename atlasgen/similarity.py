@@ -53,7 +53,7 @@ def _onednn_products(rows: torch.Tensor) -> bool:
 
     oneDNN's float32 matmul uses AVX-512 wherever the CPU has it; MKL's sgemm, torch's default,
     falls back to AVX2 on AMD CPUs and runs at half the speed there. Skipped when the user
-    allows reduced-precision float32 matmuls (oneDNN would then round inputs to bfloat16)."""
+    allows reduced-precision float32 matmuls (oneDNN may then round inputs to bfloat16)."""
     mkldnn = torch.backends.mkldnn
     precision = getattr(getattr(mkldnn, "matmul", None), "fp32_precision", "none")
     return (rows.device.type == "cpu" and rows.dtype == torch.float32 and mkldnn.is_available()
@@ -77,7 +77,7 @@ class CoActivation:
     hold centred values: no cancellation when a channel's mean is far larger than its
     spread (covariance does not depend on the shift). A batch's X^T X is multiplied and
     summed in `product_dtype`, then added to float64 running sums. float32 (the default) is
-    2.5 times faster than float64 on CPUs and, on centred values, accurate to about 1e-6
+    about 4 times faster than float64 on CPUs and, on centred values, accurate to about 1e-6
     relative; pass torch.float64 for products in double precision. Accumulators of one pass
     can share a `scratch` buffer for their centred copies.
     """
