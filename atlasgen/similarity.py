@@ -3,6 +3,7 @@ cross-activation of feature visualizations ("this image also excites")."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -54,10 +55,22 @@ def _onednn_products(rows: torch.Tensor) -> bool:
     oneDNN's float32 matmul uses AVX-512 wherever the CPU has it; MKL's sgemm, torch's default,
     falls back to AVX2 on AMD CPUs and runs at half the speed there. Skipped when the user
     allows reduced-precision float32 matmuls (oneDNN may then round inputs to bfloat16)."""
-    mkldnn = torch.backends.mkldnn
-    precision = getattr(getattr(mkldnn, "matmul", None), "fp32_precision", "none")
-    return (rows.device.type == "cpu" and rows.dtype == torch.float32 and mkldnn.is_available()
-            and precision in ("none", "ieee") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    precision = getattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision", "none")
+    return (rows.device.type == "cpu" and rows.dtype == torch.float32 and precision in ("none", "ieee")
+            and _onednn_matmul_is_exact())
+
+
+@functools.cache
+def _onednn_matmul_is_exact() -> bool:
+    """The private op exists in this torch, takes these arguments and keeps float32 precision."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    x = torch.tensor([[1 + 2**-10, 0.0], [0.0, 3.0]])  # 1 + 2^-10 is not a bfloat16; its square is a float32
+    try:
+        product = torch.ops.mkldnn._linear_pointwise(x, x, None, "none", [], "")
+    except (RuntimeError, TypeError):
+        return False
+    return torch.equal(product, torch.tensor([[1 + 2**-9 + 2**-20, 0.0], [0.0, 9.0]]))
 
 
 def add_products(out: torch.Tensor, rows: torch.Tensor, blocks: list[tuple[int, int, int, int]]) -> None:

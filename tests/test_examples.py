@@ -1,6 +1,7 @@
 import io
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -254,3 +255,16 @@ def test_error_in_the_background_fold_reaches_the_caller_and_no_thread_is_left(n
         dataset_pass(SequenceNet(), ["conv"], dataset, SETTINGS, CPU)
     dataset_pass(seeded(PlainNet()), ["conv1"], dataset, SETTINGS, CPU)
     assert not [t for t in threading.enumerate() if t.name.startswith("atlasgen-fold")]
+
+
+def test_fold_thread_count_does_not_leak_into_later_threads(noise_folder):
+    dataset = ImageFolder(noise_folder, Preprocess(input_size=32))
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)  # the fold thread then runs with one
+    try:
+        dataset_pass(seeded(PlainNet()), ["conv1"], dataset, SETTINGS, CPU)
+        with ThreadPoolExecutor(1) as later:
+            assert later.submit(torch.get_num_threads).result() == 4
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)

@@ -150,3 +150,22 @@ def test_cross_activation_uses_dataset_scale():
     assert result[1] == [(2, 0.5), (0, 0.0)]
     with pytest.raises(ValueError):
         cross_activation(response, [0], mean, std, 2)
+
+
+def test_onednn_is_used_only_when_its_products_are_exact(monkeypatch):
+    def rounds_to_bfloat16(x, w, *_args):
+        return x.bfloat16().float() @ w.bfloat16().float().T
+
+    similarity._onednn_matmul_is_exact.cache_clear()
+    try:
+        monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", rounds_to_bfloat16)
+        assert not similarity._onednn_matmul_is_exact()
+        similarity._onednn_matmul_is_exact.cache_clear()
+        monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *args: (_ for _ in ()).throw(TypeError("new signature")))
+        assert not similarity._onednn_matmul_is_exact()
+        similarity._onednn_matmul_is_exact.cache_clear()
+        monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+        assert not similarity._onednn_products(torch.zeros(4, 4))
+    finally:
+        monkeypatch.undo()
+        similarity._onednn_matmul_is_exact.cache_clear()
