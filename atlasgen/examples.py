@@ -167,9 +167,9 @@ def _loader(dataset: ImageFolder, settings: ExamplesSettings, device: torch.devi
         collate_fn=collate_skipping, pin_memory=device.type == "cuda")
 
 
-# The fold is about a fifth of the forward pass's work: a quarter of torch's threads keeps it ahead
-# of the forward pass without the two thread teams fighting over the cores (measured on 2 cores:
-# one fold thread gave 0.88-0.97 of bare-forward throughput, two gave 0.77-0.92).
+# The fold is about a fifth of the forward pass's work: a quarter of torch's threads keeps it ahead of
+# the forward pass while the two thread teams together stay near the core count (on 2 cores, one
+# or two fold threads measured the same; on many cores, a full second team would oversubscribe them).
 FOLD_THREAD_SHARE = 4
 
 

@@ -271,13 +271,34 @@ def bibtex_escape(text: str) -> str:
     return "".join(out)
 
 
+def is_group_author(name: str) -> bool:
+    """A name written in braces, as in BibTeX ("{atlasgen contributors}"), names a group, not a person."""
+    name = name.strip()
+    return len(name) > 2 and name[0] == "{" and name[-1] == "}"
+
+
+def author_plain(name: str) -> str:
+    """The name as readers see it: a group's braces removed."""
+    name = " ".join(name.split())
+    return name[1:-1].strip() if is_group_author(name) else name
+
+
 def author_last_first(name: str) -> str:
-    """'Ada Lovelace' -> 'Lovelace, Ada' (Highwire's preferred form); names with a comma stay."""
+    """'Ada Lovelace' -> 'Lovelace, Ada' (Highwire's preferred form); names with a comma and groups stay."""
+    if is_group_author(name):
+        return author_plain(name)
     name = " ".join(name.split())
     if "," in name or " " not in name:
         return name
     first, last = name.rsplit(" ", 1)
     return f"{last}, {first}"
+
+
+def bibtex_authors(names: Iterable[str]) -> str:
+    """The author field: people as written, groups in braces so BibTeX does not split them."""
+    parts = [("{" + bibtex_escape(author_plain(n)) + "}") if is_group_author(n) else bibtex_escape(author_plain(n))
+             for n in names]
+    return " and ".join(parts) or "Anonymous"
 
 
 def bibtex_key(*parts: str | int) -> str:
@@ -322,7 +343,9 @@ def make_environment(user_templates: Path | None = None) -> jinja2.Environment:
         score=format_score,
         dims=format_dims,
         bibtex=bibtex_escape,
+        bibtex_authors=bibtex_authors,
         last_first=author_last_first,
+        plain_author=author_plain,
     )
     env.globals.update(ratio=format_ratio, anchor=unit_anchor, labels=VISUALIZATION_LABELS, bibkey=bibtex_key)
     return env
@@ -694,7 +717,9 @@ def citation_cff(site: SiteData) -> str:
     ]
     for author in site.authors or ["Unknown"]:
         name = author_last_first(author)
-        if ", " in name:
+        if is_group_author(author):
+            lines.append(f"  - name: {_yaml_str(name)}")
+        elif ", " in name:
             family, given = name.split(", ", 1)
             lines += [f"  - family-names: {_yaml_str(family)}", f"    given-names: {_yaml_str(given)}"]
         else:

@@ -84,14 +84,19 @@ class Clock:
         self.cpu += time.process_time() - self._start[1]
 
 
-def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int, rounds: int) -> dict:
+def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int, rounds: int,
+              fold_share: int) -> dict:
     import torch
+
+    import atlasgen.examples
 
     from atlasgen.data import ImageFolder
     from atlasgen.examples import _loader, dataset_pass
     from atlasgen.models import default_layer_names, feature_layers
     from atlasgen.settings import ExamplesSettings, Preprocess
 
+    if fold_share:
+        atlasgen.examples.FOLD_THREAD_SHARE = fold_share
     device = torch.device("cpu")
     model = build_model(name)
     layers = [layer.name for layer in feature_layers(model, 224, default_layer_names(model))]
@@ -206,6 +211,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the main process (0 = torch's default)")
     parser.add_argument("--models", nargs="+", default=["googlenet", "resnet50"], choices=["googlenet", "resnet50"])
     parser.add_argument("--rounds", type=int, default=3, help="alternating end-to-end rounds; the fastest of each is kept")
+    parser.add_argument("--fold-share", type=int, default=0,
+                        help="the fold thread gets torch's threads // this (0 = atlasgen's FOLD_THREAD_SHARE)")
     parser.add_argument("--breakdown", action="store_true", help="only the single-thread cost breakdown per batch")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -220,7 +227,8 @@ def main() -> None:
             import torch
 
             torch.set_num_threads(args.threads)
-        print(json.dumps(run_child(args.child, args.folder, args.batch_size, args.workers, small, args.rounds)))
+        print(json.dumps(run_child(args.child, args.folder, args.batch_size, args.workers, small, args.rounds,
+                                   args.fold_share)))
         return
     with tempfile.TemporaryDirectory(prefix="atlasgen-bench-") as tmp:
         folder = Path(tmp) / "images"
@@ -231,7 +239,7 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--child", name, "--folder", str(folder),
                                   "--images", str(args.images), "--batch-size", str(args.batch_size),
                                   "--workers", str(args.workers), "--threads", str(args.threads),
-                                  "--rounds", str(args.rounds)],
+                                  "--rounds", str(args.rounds), "--fold-share", str(args.fold_share)],
                                  check=True, capture_output=True, text=True)
             print(report(json.loads(out.stdout.strip().splitlines()[-1]), small), flush=True)
 

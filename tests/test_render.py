@@ -14,7 +14,10 @@ from atlasgen.render import (
     MANIFEST_NAME,
     RenderReport,
     author_last_first,
+    author_plain,
+    bibtex_authors,
     bibtex_escape,
+    citation_cff,
     format_number,
     format_ratio,
     relative_url,
@@ -252,6 +255,28 @@ def test_404_is_self_contained(built_with_url: Path) -> None:
 )
 def test_author_last_first(name: str, expected: str) -> None:
     assert author_last_first(name) == expected
+
+
+def test_group_author_in_braces_is_cited_whole(tmp_path: Path) -> None:
+    site = make_site_data(tmp_path / "cache", authors=["{atlasgen  contributors}", "Ada Lovelace", "{R&D}"])
+    cff = citation_cff(site)
+    assert '  - name: "atlasgen contributors"\n  - family-names: "Lovelace"\n    given-names: "Ada"' in cff
+    assert "given-names: \"atlasgen\"" not in cff
+    assert bibtex_authors(site.authors) == r"{atlasgen contributors} and Ada Lovelace and {R\&D}"
+    assert bibtex_authors([]) == "Anonymous"
+    assert author_last_first("{atlasgen contributors}") == author_plain(" {atlasgen contributors} ") == "atlasgen contributors"
+    assert author_plain("{}") == "{}"  # not a group: nothing inside
+
+
+def test_group_author_shows_without_braces(tmp_path: Path) -> None:
+    site = make_site_data(tmp_path / "cache", url=URL, authors=["{atlasgen contributors}"])
+    out = tmp_path / "site"
+    render_site(site, out)
+    for page in (out / "index.html", out / "demo/conv1/2/index.html"):
+        html = read(page)
+        assert "{atlasgen" not in re.sub(r'<pre class="bibtex">.*?</pre>', "", html, flags=re.S)
+        assert '<meta name="citation_author" content="atlasgen contributors">' in html
+    assert "author       = {{atlasgen contributors}}" in read(out / "demo/conv1/2/index.html")
 
 
 def test_bibtex_escape() -> None:
