@@ -183,7 +183,7 @@ class _Folder:
         self.accumulators = accumulators
         self._threads = torch.get_num_threads()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasgen-fold",
-                                            initializer=torch.set_num_threads,
+                                            initializer=_set_thread_count,
                                             initargs=(max(1, self._threads // FOLD_THREAD_SHARE),))
         self._pending: Future | None = None
 
@@ -207,8 +207,15 @@ class _Folder:
 
     def __exit__(self, *_exc) -> None:
         # torch.set_num_threads in a thread also sets the count that threads started later get: restore it.
-        self._executor.submit(torch.set_num_threads, self._threads).result()
+        self._executor.submit(_set_thread_count, self._threads).result()
         self._executor.shutdown(wait=True)
+
+
+def _set_thread_count(count: int) -> None:
+    """torch.set_num_threads for the calling thread only. With OpenMP (torch's usual backend) the
+    count is per thread; other backends have one process-wide pool, which is left alone."""
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        torch.set_num_threads(count)
 
 
 def dataset_pass(model: nn.Module, layers: Sequence[str], dataset: ImageFolder, settings: ExamplesSettings,

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from atlasgen.data import ImageFolder, input_view, load_rgb
+from atlasgen import examples
 from atlasgen.errors import AtlasError
 from atlasgen.examples import (CHECKER, _RunningExtremes, crop_marked, dataset_pass, extract_patches,
                                resolve_workers)
@@ -257,12 +258,21 @@ def test_error_in_the_background_fold_reaches_the_caller_and_no_thread_is_left(n
     assert not [t for t in threading.enumerate() if t.name.startswith("atlasgen-fold")]
 
 
-def test_fold_thread_count_does_not_leak_into_later_threads(noise_folder):
+def test_fold_runs_on_its_own_thread_and_its_thread_count_does_not_leak(noise_folder, monkeypatch):
     dataset = ImageFolder(noise_folder, Preprocess(input_size=32))
+    seen = set()
+    update = examples._LayerAccumulator.update
+
+    def recording_update(self, act, indices):
+        seen.add((threading.current_thread().name.split("_")[0], torch.get_num_threads()))
+        update(self, act, indices)
+
+    monkeypatch.setattr(examples._LayerAccumulator, "update", recording_update)
     before = torch.get_num_threads()
     torch.set_num_threads(4)  # the fold thread then runs with one
     try:
         dataset_pass(seeded(PlainNet()), ["conv1"], dataset, SETTINGS, CPU)
+        assert seen == {("atlasgen-fold", 1)}
         with ThreadPoolExecutor(1) as later:
             assert later.submit(torch.get_num_threads).result() == 4
         assert torch.get_num_threads() == 4
