@@ -8,6 +8,7 @@ plus running moments and co-activation sums: memory never grows with the dataset
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import defaultdict
@@ -214,8 +215,13 @@ class _Folder:
 def _set_thread_count(count: int) -> None:
     """torch.set_num_threads for the calling thread only. With OpenMP (torch's usual backend) the
     count is per thread; other backends have one process-wide pool, which is left alone."""
-    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+    if _openmp_backend():
         torch.set_num_threads(count)
+
+
+@functools.cache
+def _openmp_backend() -> bool:
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
 def dataset_pass(model: nn.Module, layers: Sequence[str], dataset: ImageFolder, settings: ExamplesSettings,

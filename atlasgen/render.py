@@ -274,7 +274,7 @@ def bibtex_escape(text: str) -> str:
 def is_group_author(name: str) -> bool:
     """A name written in braces, as in BibTeX ("{atlasgen contributors}"), names a group, not a person."""
     name = name.strip()
-    return len(name) > 2 and name[0] == "{" and name[-1] == "}"
+    return len(name) > 2 and name[0] == "{" and name[-1] == "}" and bool(name[1:-1].strip())
 
 
 def author_plain(name: str) -> str:

@@ -265,7 +265,7 @@ def test_group_author_in_braces_is_cited_whole(tmp_path: Path) -> None:
     assert bibtex_authors(site.authors) == r"{atlasgen contributors} and Ada Lovelace and {R\&D}"
     assert bibtex_authors([]) == "Anonymous"
     assert author_last_first("{atlasgen contributors}") == author_plain(" {atlasgen contributors} ") == "atlasgen contributors"
-    assert author_plain("{}") == "{}"  # not a group: nothing inside
+    assert author_plain("{}") == "{}" and author_plain("{ }") == "{ }"  # not a group: nothing inside
 
 
 def test_group_author_shows_without_braces(tmp_path: Path) -> None:
