@@ -20,20 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from atlasgen.digest import canonical_json, content_key  # noqa: F401  (re-exported: keys live with the cache)
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # layout version of an entry
 ARRAYS = "arrays.npz"
 META = "meta.json"
-
-
-def content_key(inputs: dict) -> str:
-    """SHA-256 of the canonical JSON of everything that affects a result."""
-    return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
-
-
-def canonical_json(data: object) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 @dataclass

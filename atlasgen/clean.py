@@ -1,4 +1,4 @@
-"""`atlasgen clean`: drop cache entries that no unit of the current configuration uses."""
+"""`atlasgen clean`: drop cache entries that no task of the current configuration uses."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import logging
 import re
 import shutil
 
-from atlasgen.build import plan_key_for, prepare
+from atlasgen import stages
+from atlasgen.build import prepare
 from atlasgen.cache import Cache
 from atlasgen.config import Config
 from atlasgen.models import check_models
+from atlasgen.plan import plan_key_for
 
 log = logging.getLogger(__name__)
 
 _ENTRY = re.compile(r"[0-9a-f]{64}")
-_KINDS = ("featvis", "dataset", "receptive", "plans")  # entry kinds; datasets/ and fingerprints/ are kept
 
 
 def clean_cache(config: Config, dry_run: bool = False) -> tuple[int, int]:
@@ -24,12 +25,13 @@ def clean_cache(config: Config, dry_run: bool = False) -> tuple[int, int]:
 
     check_models(config.models)
     cache = Cache(config.site.cache)
-    work = prepare(config, config.models, cache, torch.device("cpu"))
-    used = {unit.key for w in work for unit in w.units} | {w.receptive_key for w in work}
-    used.add(plan_key_for(config, config.models, cache))
+    plans = prepare(config, config.models, cache, torch.device("cpu"))
+    used = {task.key for plan in plans for task in plan.tasks}
+    used.add(plan_key_for(config, cache))
+    kinds = {stage.name for stage in stages.all_stages()} | {"plans"}  # datasets/ and fingerprints/ are kept
     removed = freed = 0
     for kind, entries in cache.keys().items():
-        if kind not in _KINDS:
+        if kind not in kinds:
             continue
         for path in entries:
             if not _ENTRY.fullmatch(path.name) or path.name in used:

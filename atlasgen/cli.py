@@ -131,7 +131,7 @@ def layers(config_path: Path, model: str | None, verbose: int, quiet: bool) -> N
     """List the layers of a configured model, or of a torchvision model by name:
     channels, output size and receptive field."""
     _setup_logging(verbose, quiet)
-    from atlasgen.inspect import layer_table
+    from atlasgen.layertable import layer_table
 
     for line in layer_table(config_path, model):
         click.echo(line)

@@ -13,14 +13,14 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from atlasgen.atomic import write_atomic
+from atlasgen.digest import file_sha256
 from atlasgen.errors import AtlasError
 from atlasgen.settings import Preprocess
 
@@ -53,14 +53,6 @@ def _require_images(folder: Path, paths: list[Path]) -> None:
 # --- fingerprint ---------------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _load_memo(memo_path: Path) -> dict[str, dict]:
     try:
         data = json.loads(memo_path.read_text())
@@ -73,11 +65,7 @@ def _load_memo(memo_path: Path) -> dict[str, dict]:
 
 
 def _save_memo(memo_path: Path, memo: dict[str, dict]) -> None:
-    memo_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=memo_path.parent, prefix=".memo-", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(memo, f, sort_keys=True)
-    os.replace(tmp, memo_path)  # atomic: concurrent builds see the old or the new memo, never half
+    write_atomic(memo_path, json.dumps(memo, sort_keys=True))  # concurrent builds see the old or the new memo
 
 
 def dataset_fingerprint(folder: Path, memo_dir: Path) -> str:
@@ -100,7 +88,7 @@ def dataset_fingerprint(folder: Path, memo_dir: Path) -> str:
         entry = memo.get(key)
         if not (isinstance(entry, dict) and entry.get("size") == stat.st_size
                 and entry.get("mtime_ns") == stat.st_mtime_ns):
-            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _file_sha256(path)}
+            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
             memo[key] = entry
             changed = True
         rel = path.relative_to(folder).as_posix()

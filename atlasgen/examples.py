@@ -1,20 +1,15 @@
-"""Dataset examples: one streaming pass over the dataset for all layers at once, then
-receptive-field patches (or heat maps) of the chosen examples.
+"""Dataset examples: the top-k and bottom-k images of every channel, kept as running
+extremes during the dataset pass (`atlasgen.stream`), then drawn as receptive-field patches
+(or whole images with heat maps) of the chosen examples.
 
-The pass keeps, per layer and channel, the top-k images by the channel's max over
-positions and the bottom-k by its min, as small running tensors merged batch by batch,
-plus running moments and co-activation sums: memory never grows with the dataset.
-"""
+`dataset_pass` runs the pass for examples and co-activation statistics alone, for callers
+outside a build (tests, benchmarks)."""
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,18 +19,21 @@ from PIL import Image
 from torch import nn
 
 from atlasgen.images import EXTENSIONS, encode as encode_bytes
-from atlasgen.data import ImageFolder, collate_skipping, input_view, source_box
+from atlasgen.data import ImageFolder, input_view, source_box
 from atlasgen.errors import AtlasError
-from atlasgen.hooks import forward_layers
+from atlasgen.hooks import eval_mode, forward_layers
 from atlasgen.receptive import ReceptiveField
 from atlasgen.settings import ExamplesSettings, ImageSettings
-from atlasgen.similarity import CoActivation, Scratch
+from atlasgen.similarity import Scratch, SizedOnFirstBatch
+from atlasgen.stream import as_feature_map, stream_dataset
 
 log = logging.getLogger(__name__)
 
+SIDES = ("top", "bottom")  # strongest (max over positions, highest first), weakest (min, lowest first)
+
 
 @dataclass
-class LayerExamples:
+class Extremes:
     layer: str
     top_index: np.ndarray  # int64 (C, k) dataset indices, best first
     top_value: np.ndarray  # float32 (C, k)
@@ -43,11 +41,18 @@ class LayerExamples:
     bottom_index: np.ndarray  # int64 (C, k) lowest first
     bottom_value: np.ndarray  # float32 (C, k)
     bottom_pos: np.ndarray  # int64 (C, k, 2)
-    mean: np.ndarray  # float64 (C,) mean activation over images and positions
-    std: np.ndarray  # float64 (C,) population std over images and positions
-    max: np.ndarray  # float32 (C,) max over everything
-    correlation: np.ndarray  # float32 (C, C) Pearson r between channels over all positions of all images
-    images_seen: int
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f"{side}_{what}": getattr(self, f"{side}_{what}") for side in SIDES for what in ("index", "value", "pos")}
+
+
+@dataclass
+class LayerExamples(Extremes):
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (C,) over images and positions
+    std: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (C,) population std
+    max: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float32 (C,) max over everything
+    correlation: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # float32 (C, C) Pearson r over all positions
+    images_seen: int = 0
     skipped: list[str] = field(default_factory=list)  # unreadable files (relative paths)
 
 
@@ -100,161 +105,51 @@ class _RunningExtremes:
         return (self.index.cpu().numpy().astype(np.int64), self.value.float().cpu().numpy(), rows_cols)
 
 
-class _LayerAccumulator:
-    def __init__(self, layer: str, settings: ExamplesSettings, scratch: Scratch | None = None):
+class ExtremesAccumulator:
+    """The running top-k and bottom-k of one layer."""
+
+    def __init__(self, layer: str, settings: ExamplesSettings):
         self.layer = layer
-        self.scratch = scratch
         self.top = _RunningExtremes(settings.top_k, largest=True)
         self.bottom = _RunningExtremes(settings.bottom_k, largest=False)
-        self.coactivation: CoActivation | None = None
+        self.channels = 0
         self.map_width = 1
 
     def update(self, act: torch.Tensor, indices: torch.Tensor) -> None:
-        if act.dim() == 2:  # (B, C) from a fully connected layer: one position
-            act = act[:, :, None, None]
-        if act.dim() != 4:
-            raise AtlasError(f"layer {self.layer!r} outputs a {act.dim()}-d tensor; "
-                             "choose layers whose output is (batch, channels, height, width)")
-        act = act.float()
-        if self.coactivation is None:
-            self.coactivation = CoActivation(act.shape[1], scratch=self.scratch)
-            self.map_width = act.shape[3]
+        self.channels, self.map_width = act.shape[1], act.shape[3]
         flat = act.flatten(2)
         self.top.update(flat, indices)
         self.bottom.update(flat, indices)
-        self.coactivation.update(act)
 
-    def result(self, images_seen: int, skipped: list[str]) -> LayerExamples:
-        co = self.coactivation
-        channels = co.channels
-        top_index, top_value, top_pos = self.top.arrays(channels, self.map_width)
-        bottom_index, bottom_value, bottom_pos = self.bottom.arrays(channels, self.map_width)
-        return LayerExamples(
-            layer=self.layer, top_index=top_index, top_value=top_value, top_pos=top_pos,
-            bottom_index=bottom_index, bottom_value=bottom_value, bottom_pos=bottom_pos,
-            mean=co.mean(), std=co.std(),
-            max=top_value[:, 0].copy() if top_value.shape[1] else np.full(channels, np.nan, dtype=np.float32),
-            correlation=co.correlation().astype(np.float32), images_seen=images_seen, skipped=list(skipped))
+    def result(self) -> Extremes:
+        top = self.top.arrays(self.channels, self.map_width)
+        bottom = self.bottom.arrays(self.channels, self.map_width)
+        return Extremes(self.layer, *top, *bottom)
 
 
-# --- the pass ------------------------------------------------------------------------
-
-
-def resolve_workers(workers: int) -> int:
-    """-1 = automatic: min(4, cpu count - 1), or 0 (load in the main process) on one core."""
-    if workers >= 0:
-        return workers
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Evaluate in eval mode, restoring each module's training flag afterwards."""
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in was_training.items():
-            module.training = training
-
-
-def _loader(dataset: ImageFolder, settings: ExamplesSettings, device: torch.device) -> torch.utils.data.DataLoader:
-    subset: torch.utils.data.Dataset = dataset
-    if 0 < settings.max_images < len(dataset):
-        subset = torch.utils.data.Subset(dataset, range(settings.max_images))
-    return torch.utils.data.DataLoader(
-        subset, batch_size=settings.batch_size, shuffle=False, num_workers=resolve_workers(settings.workers),
-        collate_fn=collate_skipping, pin_memory=device.type == "cuda")
-
-
-# The fold is about a fifth of the forward pass's work: a quarter of torch's threads keeps it ahead of
-# the forward pass while the two thread teams together stay near the core count (on 2 cores, one
-# or two fold threads measured the same; on many cores, a full second team would oversubscribe them).
-FOLD_THREAD_SHARE = 4
-
-
-class _Folder:
-    """Folds each batch's layer outputs into the accumulators on one background thread, so the
-    fold overlaps the next batch's forward pass (on CPU the forward leaves cores idle between
-    and inside operators). A batch is folded only after its forward pass has finished, so no
-    later in-place operation can change what is folded; one batch is folded at a time, in order."""
-
-    def __init__(self, accumulators: dict[str, _LayerAccumulator]):
-        self.accumulators = accumulators
-        self._threads = torch.get_num_threads()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasgen-fold",
-                                            initializer=_set_thread_count,
-                                            initargs=(max(1, self._threads // FOLD_THREAD_SHARE),))
-        self._pending: Future | None = None
-
-    def submit(self, outputs: dict[str, torch.Tensor], indices: torch.Tensor) -> None:
-        self.wait()  # at most one batch of outputs waits: memory stays two batches, whatever the dataset
-        self._pending = self._executor.submit(self._fold, outputs, indices)
-
-    def wait(self) -> None:
-        """Block until the submitted batch is folded; re-raises the fold's error here."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-
-    def _fold(self, outputs: dict[str, torch.Tensor], indices: torch.Tensor) -> None:
-        with torch.inference_mode():  # grad mode is per thread
-            for name, accumulator in self.accumulators.items():
-                accumulator.update(outputs.pop(name), indices)  # each output is freed once folded
-
-    def __enter__(self) -> _Folder:
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        # torch.set_num_threads in a thread also sets the count that threads started later get: restore it.
-        self._executor.submit(_set_thread_count, self._threads).result()
-        self._executor.shutdown(wait=True)
-
-
-def _set_thread_count(count: int) -> None:
-    """torch.set_num_threads for the calling thread only. With OpenMP (torch's usual backend) the
-    count is per thread; other backends have one process-wide pool, which is left alone."""
-    if _openmp_backend():
-        torch.set_num_threads(count)
-
-
-@functools.cache
-def _openmp_backend() -> bool:
-    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+def channel_max(extremes: Extremes) -> np.ndarray:
+    """float32 (C,): the max over everything is the best top example's value."""
+    if extremes.top_value.shape[1]:
+        return extremes.top_value[:, 0].copy()
+    return np.full(extremes.top_value.shape[0], np.nan, dtype=np.float32)
 
 
 def dataset_pass(model: nn.Module, layers: Sequence[str], dataset: ImageFolder, settings: ExamplesSettings,
                  device: torch.device, progress: Callable[[int], None] | None = None) -> dict[str, LayerExamples]:
-    """One pass over `dataset` for every layer: extremes, moments, max and co-activation.
-
-    The model must already be on `device`. `progress(n)` is called after each batch with
-    the number of images it covered (unreadable ones included). Unreadable files are
-    skipped with one warning and listed in every result's `skipped`.
-    """
+    """One pass over `dataset` for every layer: extremes, moments, max and co-activation."""
     layers = list(dict.fromkeys(layers))
     scratch = Scratch()  # one buffer for every layer's centred copies
-    accumulators = {name: _LayerAccumulator(name, settings, scratch) for name in layers}
-    skipped: list[int] = []
-    seen = 0
-    with eval_mode(model), torch.inference_mode(), _Folder(accumulators) as folder:
-        for images, indices, failed in _loader(dataset, settings, device):
-            skipped += failed
-            if images is not None:
-                folder.submit(forward_layers(model, images.to(device, non_blocking=True), layers), indices)
-                seen += len(indices)
-            del images  # free before the next batch arrives
-            if progress is not None:
-                progress(len(indices) + len(failed))
-        folder.wait()
-    skipped_names = [dataset.names[i] for i in sorted(skipped)]
-    if skipped_names:
-        log.warning("skipped %d unreadable image%s: %s", len(skipped_names), "s" * (len(skipped_names) != 1),
-                    ", ".join(skipped_names))
-    if seen == 0:
-        raise AtlasError(f"no readable images in dataset folder {str(dataset.folder)!r}; "
-                         "check that the files are valid images")
-    return {name: acc.result(seen, skipped_names) for name, acc in accumulators.items()}
+    extremes = {name: ExtremesAccumulator(name, settings) for name in layers}
+    moments = {name: SizedOnFirstBatch(scratch) for name in layers}
+    seen, skipped = stream_dataset(model, {name: [extremes[name], moments[name]] for name in layers}, dataset,
+                                   settings, device, progress)
+    results = {}
+    for name in layers:
+        found, co = extremes[name].result(), moments[name].stats
+        results[name] = LayerExamples(**vars(found), mean=co.mean(), std=co.std(), max=channel_max(found),
+                                      correlation=co.correlation().astype(np.float32), images_seen=seen,
+                                      skipped=list(skipped))
+    return results
 
 
 # --- patches -------------------------------------------------------------------------
@@ -273,7 +168,7 @@ class ExampleRecord:
     """One example's patch, ready to become a `sitedata.Example`."""
 
     channel: int
-    kind: str  # "top" or "bottom"
+    side: str  # "top" or "bottom"
     rank: int  # 0 = strongest
     index: int  # dataset index
     source: str  # image path relative to the dataset folder (posix)
@@ -292,13 +187,13 @@ class PatchSet:
     (JSON) let the build fill `sitedata.Example` from the cache without this object."""
 
     files: dict[str, bytes]  # relative file name ("12/top-3.webp") -> encoded image
-    examples: list[ExampleRecord]  # ordered by channel, kind (top first), rank
+    examples: list[ExampleRecord]  # ordered by channel, side (top first), rank
     arrays: dict[str, np.ndarray]  # "top_box", "bottom_box": int64 (C, k, 4) (left, top, right, bottom), -1 if not drawn
     names: dict[str, str]  # "patch" (and "heatmap" when the field covers the input): format strings
     #                        with {channel}, {side} and {rank} giving the keys of `files`
 
-    def of(self, channel: int, kind: str) -> list[ExampleRecord]:
-        return [e for e in self.examples if e.channel == channel and e.kind == kind]
+    def of(self, channel: int, side: str) -> list[ExampleRecord]:
+        return [e for e in self.examples if e.channel == channel and e.side == side]
 
 
 def checker(width: int, height: int) -> Image.Image:
@@ -342,14 +237,14 @@ def encode(img: Image.Image, image: ImageSettings) -> bytes:
     return encode_bytes(img, fmt, image.quality)
 
 
-def _example_slots(ex: LayerExamples, channels: Sequence[int]) -> list[tuple[int, str, int, int, float, tuple[int, int]]]:
-    """(channel, kind, rank, dataset index, value, position) of every example to draw."""
+def _example_slots(ex: Extremes, channels: Sequence[int]) -> list[tuple[int, str, int, int, float, tuple[int, int]]]:
+    """(channel, side, rank, dataset index, value, position) of every example to draw."""
     slots = []
     for c in channels:
-        for kind, index, value, pos in (("top", ex.top_index, ex.top_value, ex.top_pos),
+        for side, index, value, pos in (("top", ex.top_index, ex.top_value, ex.top_pos),
                                         ("bottom", ex.bottom_index, ex.bottom_value, ex.bottom_pos)):
             for rank in range(index.shape[1]):
-                slots.append((c, kind, rank, int(index[c, rank]), float(value[c, rank]),
+                slots.append((c, side, rank, int(index[c, rank]), float(value[c, rank]),
                               (int(pos[c, rank, 0]), int(pos[c, rank, 1]))))
     return slots
 
@@ -366,40 +261,38 @@ def _activation_maps(model: nn.Module, layer: str, dataset: ImageFolder, indices
                 bad = [dataset.names[i] for i, t in zip(chunk, tensors) if t is None]
                 raise AtlasError(f"dataset image {bad[0]!r} can no longer be read; rebuild so the dataset pass "
                                  "sees the current files")
-            act = forward_layers(model, torch.stack(tensors).to(device), [layer])[layer].float()
-            if act.dim() == 2:
-                act = act[:, :, None, None]
+            act = as_feature_map(layer, forward_layers(model, torch.stack(tensors).to(device), [layer])[layer])
             for row, i in enumerate(chunk):
                 for c in needed[i]:
                     maps[i, c] = act[row, c].cpu().numpy()
     return maps
 
 
-def _dataset_range(ex: LayerExamples, channel: int, amap: np.ndarray) -> tuple[float, float]:
+def _dataset_range(ex: Extremes, channel: int, amap: np.ndarray) -> tuple[float, float]:
     """(max, min) of the channel over the dataset; the map's own where a side was not kept."""
     high = float(ex.top_value[channel, 0]) if ex.top_value.shape[1] else float(amap.max())
     low = float(ex.bottom_value[channel, 0]) if ex.bottom_value.shape[1] else float(amap.min())
     return high, low
 
 
-def _heat(amap: np.ndarray, kind: str, high: float, low: float) -> np.ndarray:
+def _heat(amap: np.ndarray, side: str, high: float, low: float) -> np.ndarray:
     """Where a top example is high (or a bottom example low), on the channel's dataset range."""
     span = high - low
     if span <= 0:
         return np.zeros_like(amap)
-    return (amap - low) / span if kind == "top" else (high - amap) / span
+    return (amap - low) / span if side == "top" else (high - amap) / span
 
 
-def extract_patches(model: nn.Module, ex: LayerExamples, rf: ReceptiveField, dataset: ImageFolder,
+def extract_patches(model: nn.Module, ex: Extremes, rf: ReceptiveField, dataset: ImageFolder,
                     settings: ExamplesSettings, image: ImageSettings, device: torch.device,
                     channels: Sequence[int] | None = None) -> PatchSet:
     """Draw the top and bottom examples of `channels` (default all) of one layer.
 
     Fields inside the input: the field's box mapped to source pixels is cropped from the
     source image (part outside the image marked with a checkerboard) and resized to
-    `settings.patch_size`; files "<channel>/<kind>-<rank>.<ext>". Fields covering the
+    `settings.patch_size`; files "<channel>/<side>-<rank>.<ext>". Fields covering the
     input (`rf.covers_input`): the patch is the whole image as the model sees it, and a
-    second file "<channel>/<kind>-<rank>-heat.<ext>" overlays the channel's activation;
+    second file "<channel>/<side>-<rank>-heat.<ext>" overlays the channel's activation;
     this re-runs `model` (already on `device`) on the distinct example images only.
     """
     channels = list(range(ex.top_index.shape[0])) if channels is None else list(channels)
@@ -424,32 +317,32 @@ def extract_patches(model: nn.Module, ex: LayerExamples, rf: ReceptiveField, dat
         if rf.covers_input:  # the same whole-image patch for every channel: encode it once
             view = input_view(img, input_size).resize((settings.patch_size,) * 2, Image.Resampling.BICUBIC)
             view_bytes = encode(view, image)
-        for c, kind, rank, _i, value, pos in by_image[i]:
-            name = PATCH_NAME.format(channel=c, side=kind, rank=rank, ext=ext)
+        for c, side, rank, _i, value, pos in by_image[i]:
+            name = PATCH_NAME.format(channel=c, side=side, rank=rank, ext=ext)
             heat_name = None
             if rf.covers_input:
                 box = source_box(hw, input_size, (0, 0, input_size, input_size))
                 files[name] = view_bytes
-                heat = _heat(maps[i, c], kind, *_dataset_range(ex, c, maps[i, c]))
-                heat_name = HEAT_NAME.format(channel=c, side=kind, rank=rank, ext=ext)
-                files[heat_name] = encode(overlay_heat(view, heat, HEAT_COLOURS[kind]), image)
+                heat = _heat(maps[i, c], side, *_dataset_range(ex, c, maps[i, c]))
+                heat_name = HEAT_NAME.format(channel=c, side=side, rank=rank, ext=ext)
+                files[heat_name] = encode(overlay_heat(view, heat, HEAT_COLOURS[side]), image)
             else:
                 box = source_box(hw, input_size, rf.box(*pos))
                 files[name] = encode(crop_marked(img, box, settings.patch_size), image)
             top, left, bottom, right = box
-            records[c, kind, rank] = ExampleRecord(
-                channel=c, kind=kind, rank=rank, index=i, source=dataset.names[i], box=(left, top, right, bottom),
+            records[c, side, rank] = ExampleRecord(
+                channel=c, side=side, rank=rank, index=i, source=dataset.names[i], box=(left, top, right, bottom),
                 value=value, position=pos, patch=name, heatmap=heat_name)
-    ordered = [records[c, kind, rank] for c, kind, rank, *_ in slots]
+    ordered = [records[c, side, rank] for c, side, rank, *_ in slots]
     names = {"patch": PATCH_NAME.replace("{ext}", ext)}
     if rf.covers_input:
         names["heatmap"] = HEAT_NAME.replace("{ext}", ext)
     return PatchSet(files=files, examples=ordered, arrays=_box_arrays(ex, ordered), names=names)
 
 
-def _box_arrays(ex: LayerExamples, records: list[ExampleRecord]) -> dict[str, np.ndarray]:
-    arrays = {f"{kind}_box": np.full((*getattr(ex, f"{kind}_index").shape, 4), -1, dtype=np.int64)
-              for kind in ("top", "bottom")}
+def _box_arrays(ex: Extremes, records: list[ExampleRecord]) -> dict[str, np.ndarray]:
+    arrays = {f"{side}_box": np.full((*getattr(ex, f"{side}_index").shape, 4), -1, dtype=np.int64)
+              for side in ("top", "bottom")}
     for r in records:
-        arrays[f"{r.kind}_box"][r.channel, r.rank] = r.box
+        arrays[f"{r.side}_box"][r.channel, r.rank] = r.box
     return arrays

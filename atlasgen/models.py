@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import importlib
-import importlib.util
 import json
 import logging
 import os
-import sys
-import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from atlasgen.config import DEMO, ModelConfig
+from atlasgen import sources
+from atlasgen.config import ModelConfig
+from atlasgen.digest import file_digest
 from atlasgen.errors import AtlasError, ConfigError
+from atlasgen.hooks import output_shapes
 from atlasgen.plan import LayerInfo
 from atlasgen.settings import Preprocess
 
@@ -51,33 +50,14 @@ class LoadedModel:
 
 
 def check_models(models: Sequence[ModelConfig]) -> None:
-    """Check architectures and torchvision weights names without building anything."""
+    """Check architectures and weights names without building anything."""
     problems: list[tuple[str, str]] = []
-    tv_names: set[str] | None = None
     for model in models:
-        arch = model.arch
-        if arch == DEMO or ":" in arch:
-            if model.weights is not None and not os.path.isfile(model.weights):
-                problems.append((f"{model.path}.weights", f"{model.weights!r} is a torchvision weights name, but arch {arch!r} is not a torchvision model; give a weights file instead"))
+        source = sources.for_arch(model.arch)
+        if model.weights is not None and not os.path.isfile(model.weights) and not source.weights_names:
+            problems.append((f"{model.path}.weights", f"{model.weights!r} is a torchvision weights name, but arch {model.arch!r} is not a torchvision model; give a weights file instead"))
             continue
-        if tv_names is None:
-            import torchvision
-
-            tv_names = set(torchvision.models.list_models())
-        if arch not in tv_names:
-            import difflib
-
-            close = difflib.get_close_matches(arch, sorted(tv_names), n=3)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            problems.append((f"{model.path}.arch", f"no torchvision model named {arch!r}{hint} (or use \"demo\", or \"file.py:function\" for your own model)"))
-            continue
-        if model.weights is not None and not os.path.isfile(model.weights):
-            import torchvision
-
-            enum = torchvision.models.get_model_weights(arch)
-            names = list(dict.fromkeys(["DEFAULT", *enum.__members__]))
-            if model.weights not in names:
-                problems.append((f"{model.path}.weights", f"{arch} has no weights named {model.weights!r}; known: {', '.join(names)}"))
+        problems += source.check(model)
     if problems:
         raise ConfigError(problems)
 
@@ -85,73 +65,10 @@ def check_models(models: Sequence[ModelConfig]) -> None:
 # ---------------------------------------------------------------- building
 
 
-def _call_factory(target: str, function: str, path: str) -> nn.Module:
-    if target.endswith(".py"):
-        spec = importlib.util.spec_from_file_location(f"atlasgen_user_{Path(target).stem}", target)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[spec.name] = module  # type: ignore[union-attr]
-        try:
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as exc:
-            raise AtlasError(f"{path}.arch: importing {target} failed: {type(exc).__name__}: {exc}") from exc
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as exc:
-            raise AtlasError(f"{path}.arch: cannot import module {target!r}: {type(exc).__name__}: {exc}") from exc
-    factory = getattr(module, function, None)
-    if not callable(factory):
-        raise AtlasError(f"{path}.arch: {target} has no function {function!r}")
-    try:
-        model = factory()
-    except Exception as exc:
-        raise AtlasError(f"{path}.arch: the factory {function}() raised {type(exc).__name__}: {exc}") from exc
-    if not isinstance(model, nn.Module):
-        raise AtlasError(f"{path}.arch: the factory {function}() returned {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def _torchvision_model(config: ModelConfig) -> tuple[nn.Module, Preprocess | None, str]:
-    import torchvision
-
-    arch, weights = config.arch, config.weights
-    if weights is not None and not os.path.isfile(weights):
-        enum = torchvision.models.get_model_weights(arch)
-        chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-        try:
-            module = torchvision.models.get_model(arch, weights=chosen)
-        except (urllib.error.URLError, OSError, RuntimeError) as exc:
-            raise AtlasError(
-                f"{config.path}.weights: could not download {arch} weights {chosen} ({exc}). "
-                "Without network access, download the file elsewhere and set weights = \"path/to/file.pth\""
-            ) from exc
-        meta = chosen.transforms()
-        preprocess = Preprocess(input_size=int(meta.crop_size[0]), mean=tuple(meta.mean), std=tuple(meta.std))
-        return module, preprocess, f"torchvision:{arch}:{chosen}:{chosen.url}"
-    # Auxiliary heads only matter in training; without them a plain state_dict of the main network loads.
-    kwargs = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
-    module = torchvision.models.get_model(arch, weights=None, **kwargs)
-    return module, None, ""
-
-
 def build_model(config: ModelConfig) -> LoadedModel:
     """Instantiate the configured model in eval mode, with its weights and preprocessing."""
-    preprocess: Preprocess | None = None
-    digest = ""
-    if config.arch == DEMO:
-        from atlasgen.demo import DEMO_INPUT_SIZE, DEMO_MEAN, DEMO_STD, build_demo_model
-
-        module = build_demo_model(pretrained=config.weights is None)
-        preprocess = Preprocess(DEMO_INPUT_SIZE, tuple(DEMO_MEAN), tuple(DEMO_STD))
-        if config.weights is None:
-            from atlasgen.demo.net import WEIGHTS_PATH
-
-            digest = file_digest(Path(WEIGHTS_PATH))
-    elif ":" in config.arch:
-        target, _, function = config.arch.rpartition(":")
-        module = _call_factory(target, function, config.path)
-    else:
-        module, preprocess, digest = _torchvision_model(config)
+    built = sources.for_arch(config.arch).build(config)
+    module, digest = built.module, built.digest
     if config.weights is not None and os.path.isfile(config.weights):
         load_weights_file(module, Path(config.weights), config.path)
         digest = file_digest(Path(config.weights))
@@ -160,9 +77,8 @@ def build_model(config: ModelConfig) -> LoadedModel:
     module.eval()
     for param in module.parameters():
         param.requires_grad_(False)
-    preprocess = _resolve_preprocess(config, preprocess)
-    label = config.weights or ("shipped demo weights" if config.arch == DEMO else "the factory's own weights" if ":" in config.arch else "random initialization")
-    return LoadedModel(config, module, preprocess, digest, label)
+    preprocess = _resolve_preprocess(config, built.preprocess)
+    return LoadedModel(config, module, preprocess, digest, config.weights or built.label)
 
 
 def _resolve_preprocess(config: ModelConfig, declared: Preprocess | None) -> Preprocess:
@@ -208,21 +124,6 @@ def _find_state_dict(data: object) -> dict | None:
 
 # ---------------------------------------------------------------- digests
 
-_DIGEST_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(file: Path) -> str:
-    """SHA-256 of a file, memoized by (path, size, mtime) for the life of the process."""
-    stat = file.stat()
-    memo_key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo_key not in _DIGEST_MEMO:
-        sha = hashlib.sha256()
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(block)
-        _DIGEST_MEMO[memo_key] = sha.hexdigest()
-    return _DIGEST_MEMO[memo_key]
-
 
 def state_dict_digest(module: nn.Module) -> str:
     """SHA-256 over the state_dict's names, shapes, dtypes and bytes, in key order."""
@@ -245,26 +146,8 @@ def default_layer_names(module: nn.Module) -> list[str]:
 def feature_layers(module: nn.Module, input_size: int, candidates: Sequence[str]) -> list[LayerInfo]:
     """Run one forward pass on a blank input and keep the candidates that output (1, C, H, W)
     feature maps, in the order the forward pass reaches them."""
-    modules = dict(module.named_modules())
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-
-    def make_hook(name: str):
-        def hook(_module, _inputs, output):
-            if name not in shapes:
-                shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
-
-        return hook
-
-    try:
-        for name in candidates:
-            handles.append(modules[name].register_forward_hook(make_hook(name)))
-        device = next((p.device for p in module.parameters()), torch.device("cpu"))
-        with torch.no_grad():
-            module(torch.zeros(1, 3, input_size, input_size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    shapes = output_shapes(module, torch.zeros(1, 3, input_size, input_size, device=device), candidates)
     return [LayerInfo(name, shape[1], shape[2], shape[3]) for name, shape in shapes.items() if len(shape) == 4]
 
 

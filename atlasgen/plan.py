@@ -1,29 +1,36 @@
-"""Expand a configuration into work units, each with a content key.
+"""The plan: every model expanded into tasks, each with a content key, and saved in the cache.
 
-A key is the SHA-256 of the canonical JSON of everything that affects the unit's result
-(weights digest, dataset fingerprint, the settings that matter for that unit, the
-algorithm version) and nothing else: batch sizes, devices and worker counts are left out
-because results do not depend on them."""
+A task is one piece of cached work of one stage (a channel's visualizations, a layer's
+dataset examples, a model's receptive fields). Its key is the SHA-256 of the canonical JSON
+of everything that affects its result (weights digest, dataset fingerprint, the settings
+that matter, the stage's version) and nothing else: batch sizes, devices and worker counts
+are left out because results do not depend on them.
+
+The plan itself is saved in the cache under a key of the configuration and the stats of the
+files it was made from, so a rebuild with nothing changed re-renders without loading a model
+(or even importing torch)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atlasgen.cache import Cache, canonical_json, content_key
-from atlasgen.config import ModelConfig
+import atlasgen
+from atlasgen import sources
+from atlasgen.cache import Cache
+from atlasgen.config import DEMO, Config, ModelConfig
+from atlasgen.digest import canonical_json, content_key
 
 if TYPE_CHECKING:  # models imports torch; planning from a saved plan must not
     from atlasgen.models import LoadedModel
+    from atlasgen.settings import ImageSettings, Preprocess
 
-# Bump when a stage's algorithm changes its results, so old cache entries stop matching.
-ALGORITHM_VERSION = {"featvis": 1, "dataset": 1}
-
-FEATVIS = "featvis"
-DATASET = "dataset"
+DEMO_DATASET_IMAGES = 1000
+DEMO_DATASET_SEED = 1234
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,60 @@ class LayerInfo:
     width: int
 
 
+@dataclass(frozen=True)
+class Task:
+    kind: str  # the stage that computes it (and its cache folder)
+    model: str
+    layer: str  # "" for a task that covers the whole model
+    channel: int | None  # None for a task that covers every channel of its layer
+    inputs: str  # canonical JSON of the key inputs, kept for --dry-run explanations and the entry's meta
+    key: str
+
+    @property
+    def id(self) -> str:
+        where = "/".join([self.model] + [self.layer] * bool(self.layer) + [str(self.channel)] * (self.channel is not None))
+        return f"{self.kind}:{where}"
+
+    def sort_key(self) -> tuple:
+        return (self.model, self.kind, self.layer, -1 if self.channel is None else self.channel)
+
+
+def make_task(kind: str, version: int, model: str, layer: str, channel: int | None, inputs: dict) -> Task:
+    inputs = {"kind": kind, "version": version, **inputs}
+    return Task(kind, model, layer, channel, canonical_json(inputs), content_key(inputs))
+
+
+@dataclass(frozen=True)
+class KeyBasis:
+    """What the content keys of one model's tasks are made of, besides each stage's settings."""
+
+    config: ModelConfig
+    weights_digest: str
+    preprocess: Preprocess
+    fingerprint: str  # the dataset's content
+    images: ImageSettings  # how dataset patches are encoded
+    layers: tuple[LayerInfo, ...]
+
+    def model_inputs(self, layer: str) -> dict:
+        return {"arch": self.config.arch, "weights": self.weights_digest, "layer": layer}
+
+
+@dataclass
+class ModelPlan:
+    """One model as the build sees it: loaded (or read from a saved plan) with its tasks."""
+
+    config: ModelConfig
+    weights_label: str
+    input_size: int
+    layers: list[LayerInfo]
+    dataset: Path
+    tasks: list[Task] = field(default_factory=list)
+    loaded: LoadedModel | None = None  # None when the plan was read from the cache
+
+    def tasks_of(self, kind: str) -> list[Task]:
+        return [task for task in self.tasks if task.kind == kind]
+
+
 def channel_range(config: ModelConfig, layer: LayerInfo) -> range:
     """The channels of `layer` the atlas shows: all, or the configured preview range."""
     if config.channels is None:
@@ -41,94 +102,72 @@ def channel_range(config: ModelConfig, layer: LayerInfo) -> range:
     return range(config.channels[0], min(config.channels[1], layer.channels))
 
 
-@dataclass(frozen=True)
-class Unit:
-    kind: str  # FEATVIS (one channel's visualizations) or DATASET (one layer's examples and statistics)
-    model: str
-    layer: str
-    channel: int | None  # None for DATASET units, which cover every channel of the layer
-    inputs: str  # canonical JSON of the key inputs, kept for --dry-run explanations and the entry's meta
-    key: str
-
-    @property
-    def id(self) -> str:
-        where = f"{self.model}/{self.layer}" + ("" if self.channel is None else f"/{self.channel}")
-        return f"{self.kind}:{where}"
-
-    def sort_key(self) -> tuple:
-        return (self.model, self.kind, self.layer, -1 if self.channel is None else self.channel)
-
-
-def _make_unit(kind: str, model: str, layer: str, channel: int | None, inputs: dict) -> Unit:
-    inputs = {"kind": kind, "version": ALGORITHM_VERSION[kind], **inputs}
-    return Unit(kind, model, layer, channel, canonical_json(inputs), content_key(inputs))
-
-
-def featvis_inputs(loaded: LoadedModel, layer: str) -> dict:
-    settings = dataclasses.asdict(loaded.config.stages.visualize)
-    settings.pop("batch_size")
-    pre = loaded.preprocess
-    return {"arch": loaded.config.arch, "weights": loaded.weights_digest, "layer": layer,
-            "mean": list(pre.mean), "std": list(pre.std), "visualize": settings}
-
-
-def dataset_inputs(loaded: LoadedModel, layer: str, fingerprint: str, image_settings: dict) -> dict:
-    settings = dataclasses.asdict(loaded.config.stages.examples)
-    settings.pop("batch_size")
-    settings.pop("workers")
-    return {"arch": loaded.config.arch, "weights": loaded.weights_digest, "layer": layer, "dataset": fingerprint,
-            "preprocess": dataclasses.asdict(loaded.preprocess), "examples": settings, "images": image_settings}
-
-
-def plan_model(loaded: LoadedModel, layers: Sequence[LayerInfo], fingerprint: str, image_settings: dict) -> list[Unit]:
-    """Every unit of one model: a dataset unit per layer, a featvis unit per channel."""
-    name = loaded.config.name
-    units = []
-    for layer in layers:
-        units.append(_make_unit(DATASET, name, layer.name, None, dataset_inputs(loaded, layer.name, fingerprint, image_settings)))
-        vis = featvis_inputs(loaded, layer.name)
-        units += [_make_unit(FEATVIS, name, layer.name, c, {**vis, "channel": c}) for c in channel_range(loaded.config, layer)]
-    return units
-
-
-def shard(units: Iterable[Unit], rank: int, world: int) -> list[Unit]:
-    """This rank's share: a deterministic split, so every unit is computed exactly once."""
-    ordered = sorted(units, key=Unit.sort_key)
+def shard(tasks: Iterable[Task], rank: int, world: int) -> list[Task]:
+    """This rank's share: a deterministic split, so every task is computed exactly once."""
+    ordered = sorted(tasks, key=Task.sort_key)
     return ordered[rank::world]
 
 
-# ---------------------------------------------------------------- why a unit is computed
-
-def _last_inputs_path(cache: Cache, unit: Unit):
-    return cache.root / "last" / unit.kind / f"{content_key({'id': unit.id})}.json"
-
-
-def remember(cache: Cache, unit: Unit) -> None:
-    """Record the inputs this unit was last computed with, to explain the next recompute."""
-    path = _last_inputs_path(cache, unit)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{id(unit)}")
-    tmp.write_text(unit.inputs)
-    tmp.replace(path)
+def dataset_path(model: ModelConfig, cache: Cache) -> Path:
+    """The dataset folder; the built-in demo dataset lives in the cache."""
+    if model.dataset != DEMO:
+        return Path(model.dataset)
+    return cache.root / "datasets" / f"demo-{DEMO_DATASET_SEED}-{DEMO_DATASET_IMAGES}"
 
 
-def reason(cache: Cache, unit: Unit, force: bool) -> str:
-    """Why `unit` must be computed: forced, never computed, or which inputs changed."""
-    if force:
-        return "--force"
-    path = _last_inputs_path(cache, unit)
+# ---------------------------------------------------------------- saved plans
+
+
+def plan_key_for(config: Config, cache: Cache) -> str | None:
+    """A key of everything a plan is made from, by file stats rather than contents (cheap);
+    None when a model depends on something that cannot be stat'ed (an installed module)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts: dict = {"atlasgen": atlasgen.__version__, "config": config.digest, "models": []}
     try:
-        before = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return "not computed before"
-    now = json.loads(unit.inputs)
-    changed = sorted(_diff(before, now))
-    return f"changed: {', '.join(changed)}" if changed else "cache entry missing or damaged"
+        parts["torch"] = [version("torch"), version("torchvision")]
+    except PackageNotFoundError:
+        return None
+    for model in config.models:
+        files = sources.for_arch(model.arch).key_files(model)
+        if files is None:
+            return None
+        if model.weights and os.path.isfile(model.weights):
+            files.append(model.weights)
+        listing = _listing(dataset_path(model, cache))
+        if listing is None:
+            return None
+        parts["models"].append({"files": [_stat(f) for f in files], "dataset": content_key({"files": listing})})
+    return content_key(parts)
 
 
-def _diff(before: object, now: object, prefix: str = "") -> Iterable[str]:
-    if isinstance(before, dict) and isinstance(now, dict):
-        for key in before.keys() | now.keys():
-            yield from _diff(before.get(key), now.get(key), f"{prefix}.{key}" if prefix else key)
-    elif before != now:
-        yield prefix or "inputs"
+def _stat(path: str) -> list:
+    stat = os.stat(path)
+    return [path, stat.st_size, stat.st_mtime_ns]
+
+
+def _listing(folder: Path) -> list | None:
+    if not folder.is_dir():
+        return None
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [_stat(os.path.join(root, name)) for name in sorted(files)]
+    return found
+
+
+def save_plan(cache: Cache, key: str, plans: Sequence[ModelPlan]) -> None:
+    models = [{"index": p.config.index, "weights_label": p.weights_label, "input_size": p.input_size,
+               "layers": [dataclasses.asdict(layer) for layer in p.layers], "dataset": str(p.dataset),
+               "tasks": [dataclasses.asdict(task) for task in p.tasks]} for p in plans]
+    cache.put("plans", key, {}, meta={"models": models})
+
+
+def load_plan(config: Config, cache: Cache, key: str) -> list[ModelPlan] | None:
+    entry = cache.get("plans", key)
+    if entry is None or any("tasks" not in m for m in entry.meta["models"]):
+        return None
+    return [ModelPlan(config=config.models[m["index"]], weights_label=m["weights_label"], input_size=m["input_size"],
+                      layers=[LayerInfo(**layer) for layer in m["layers"]], dataset=Path(m["dataset"]),
+                      tasks=[Task(**task) for task in m["tasks"]])
+            for m in entry.meta["models"]]

@@ -183,3 +183,16 @@ class CoActivation:
         np.clip(corr, -1.0, 1.0, out=corr)
         np.fill_diagonal(corr, 1.0)
         return corr
+
+
+class SizedOnFirstBatch:
+    """`CoActivation` as a dataset-pass accumulator: sized by the first batch it sees."""
+
+    def __init__(self, scratch: Scratch | None = None) -> None:
+        self.scratch = scratch
+        self.stats: CoActivation | None = None
+
+    def update(self, act: torch.Tensor, _indices: torch.Tensor) -> None:
+        if self.stats is None:
+            self.stats = CoActivation(act.shape[1], scratch=self.scratch)
+        self.stats.update(act)

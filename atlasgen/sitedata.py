@@ -35,7 +35,8 @@ class UnitData:
     # objective name -> how strongly the final image activates the channel (no transforms)
     activation: dict[str, float] = field(default_factory=dict)
     dataset_max: float | None = None  # strongest activation over the dataset (max over positions)
-    dataset_mean: float | None = None
+    dataset_mean: float | None = None  # mean over every position of every dataset image
+    dataset_std: float | None = None
     selectivity: float | None = None  # how peaked the channel's dataset response is (higher = more selective)
     dead: bool = False  # never activates, neither on the dataset nor by optimization
     top: list[Example] = field(default_factory=list)
@@ -43,6 +44,7 @@ class UnitData:
     similar: list[Related] = field(default_factory=list)  # co-activation over the dataset (Pearson r)
     cross: list[Related] = field(default_factory=list)  # "this image also excites": other channels' response to this channel's image
     note_html: str = ""
+    extras: dict[str, object] = field(default_factory=dict)  # stage name -> what that stage shows on the unit page
 
 
 @dataclass
@@ -84,3 +86,4 @@ class SiteData:
     image_format: str  # "webp", "jpeg" or "png": the format of the image files
     models: list[ModelData] = field(default_factory=list)
     note_html: str = ""
+    unit_sections: list[str] = field(default_factory=list)  # templates the unit page includes, one per stage that has one

@@ -88,15 +88,16 @@ def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int
               fold_share: int) -> dict:
     import torch
 
-    import atlasgen.examples
+    import atlasgen.stream
 
     from atlasgen.data import ImageFolder
-    from atlasgen.examples import _loader, dataset_pass
+    from atlasgen.examples import dataset_pass
+    from atlasgen.stream import loader
     from atlasgen.models import default_layer_names, feature_layers
     from atlasgen.settings import ExamplesSettings, Preprocess
 
     if fold_share:
-        atlasgen.examples.FOLD_THREAD_SHARE = fold_share
+        atlasgen.stream.FOLD_THREAD_SHARE = fold_share
     device = torch.device("cpu")
     model = build_model(name)
     layers = [layer.name for layer in feature_layers(model, 224, default_layer_names(model))]
@@ -117,7 +118,7 @@ def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int
 
     def bare_pass() -> None:
         with torch.inference_mode():
-            for images, _indices, _failed in _loader(dataset, settings, device):
+            for images, _indices, _failed in loader(dataset, settings, device):
                 model(images.to(device))
 
     # Alternating rounds, fastest of each kept: other jobs on a shared machine slow whole rounds down.

@@ -27,7 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from atlasgen.featvis import visualize_channels  # noqa: E402
-from atlasgen.featvis.optimize import layer_means, octave_plan, to_uint8  # noqa: E402
+from atlasgen.featvis.batch import ImageSpec  # noqa: E402
+from atlasgen.featvis.optimize import final_scores, octave_plan, to_uint8  # noqa: E402
 from atlasgen.hooks import forward_layers  # noqa: E402
 from atlasgen.settings import Preprocess, VisSettings  # noqa: E402
 
@@ -90,8 +91,9 @@ def forward_flops(model: torch.nn.Module, layer: str | None, size: int) -> int:
 def evaluate(model: torch.nn.Module, layer: str, images: torch.Tensor, channels: list[int]) -> np.ndarray:
     """Spatial mean of each image's channel on the uint8-quantized image, no transforms."""
     quantized = torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float() / 255
-    means, _ = layer_means(model, layer, quantized, PREPROCESS, CPU)
-    return means[torch.arange(len(channels)), torch.tensor(channels)].numpy()
+    specs = [ImageSpec(c, "channel") for c in channels]
+    scores, _ = final_scores(model, layer, quantized, specs, VisSettings(objectives=("channel",)), PREPROCESS, CPU)
+    return scores.numpy()
 
 
 def run_lucent(weights: Path, layer: str, channels: list[int], steps: int, size: int, batched: bool) -> tuple[float, torch.Tensor]:

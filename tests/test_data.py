@@ -64,8 +64,8 @@ def test_fingerprint_memo_avoids_rehashing(tmp_path, monkeypatch):
         save(folder / f"{i}.png", colour=(i, i, i))
     dataset_fingerprint(folder, memo)
     hashed = []
-    real = data._file_sha256
-    monkeypatch.setattr(data, "_file_sha256", lambda p: hashed.append(p.name) or real(p))
+    real = data.file_sha256
+    monkeypatch.setattr(data, "file_sha256", lambda p: hashed.append(p.name) or real(p))
     dataset_fingerprint(folder, memo)
     assert hashed == []
     save(folder / "1.png", colour=(9, 9, 9))

@@ -11,8 +11,8 @@ from PIL import Image
 from atlasgen.data import ImageFolder, input_view, load_rgb
 from atlasgen import examples
 from atlasgen.errors import AtlasError
-from atlasgen.examples import (CHECKER, _RunningExtremes, crop_marked, dataset_pass, extract_patches,
-                               resolve_workers)
+from atlasgen.examples import (CHECKER, _RunningExtremes, crop_marked, dataset_pass, extract_patches)
+from atlasgen.stream import resolve_workers
 from atlasgen.hooks import forward_layers
 from atlasgen.receptive import ReceptiveField, receptive_fields
 from atlasgen.settings import ExamplesSettings, ImageSettings, Preprocess
@@ -261,13 +261,13 @@ def test_error_in_the_background_fold_reaches_the_caller_and_no_thread_is_left(n
 def test_fold_runs_on_its_own_thread_and_its_thread_count_does_not_leak(noise_folder, monkeypatch):
     dataset = ImageFolder(noise_folder, Preprocess(input_size=32))
     seen = set()
-    update = examples._LayerAccumulator.update
+    update = examples.ExtremesAccumulator.update
 
     def recording_update(self, act, indices):
         seen.add((threading.current_thread().name.split("_")[0], torch.get_num_threads()))
         update(self, act, indices)
 
-    monkeypatch.setattr(examples._LayerAccumulator, "update", recording_update)
+    monkeypatch.setattr(examples.ExtremesAccumulator, "update", recording_update)
     before = torch.get_num_threads()
     torch.set_num_threads(4)  # the fold thread then runs with one
     try:

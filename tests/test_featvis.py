@@ -12,7 +12,8 @@ from torch import nn
 
 from atlasgen.errors import AtlasError
 from atlasgen.featvis import VisResult, pick_device, visualize_channels
-from atlasgen.featvis.objectives import ImageSpec, gram_similarity, image_seed
+from atlasgen.featvis.batch import ImageSpec, image_seed
+from atlasgen.objectives.diversity import gram_similarity
 from atlasgen.featvis.optimize import octave_plan, pack_batches
 from atlasgen.featvis.param import ImageParam
 from atlasgen.featvis.redirect import RedirectedReLU, redirect_relu_gradients

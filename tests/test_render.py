@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from atlasgen.errors import AtlasError
-from atlasgen.render import (
-    MANIFEST_NAME,
-    RenderReport,
+from atlasgen.render import RenderReport, render_site
+from atlasgen.render.formats import (
     author_last_first,
     author_plain,
     bibtex_authors,
@@ -20,11 +19,10 @@ from atlasgen.render import (
     citation_cff,
     format_number,
     format_ratio,
-    relative_url,
-    render_site,
-    site_size_warnings,
     stable_float,
 )
+from atlasgen.render.urls import relative_url
+from atlasgen.render.writer import MANIFEST_NAME, site_size_warnings
 from atlasgen.sitedata import SiteData
 from sitefixture import make_site_data, site_link_problems
 
@@ -99,7 +97,7 @@ def test_report_counts_the_output(built: tuple[SiteData, Path, RenderReport]) ->
 
 
 def test_folder_and_size_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import atlasgen.render as render
+    import atlasgen.render.writer as render
 
     crowded = tmp_path / "crowded"
     crowded.mkdir()
@@ -375,7 +373,7 @@ def test_copy_falls_back_when_hard_links_fail(cache: Path, tmp_path: Path, monke
     def no_link(src: object, dst: object) -> None:
         raise OSError(18, "Invalid cross-device link")
 
-    monkeypatch.setattr("atlasgen.render.os.link", no_link)
+    monkeypatch.setattr("atlasgen.render.writer.os.link", no_link)
     site = make_site_data(cache)
     render_site(site, tmp_path / "site")
     copied = tmp_path / "site/demo/conv1/1/channel.webp"

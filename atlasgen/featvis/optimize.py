@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from atlasgen.errors import AtlasError
-from atlasgen.featvis.objectives import BatchObjective, ImageSpec, image_seed
+from atlasgen import objectives
+from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
 from atlasgen.featvis.transforms import DRAWS_PER_STEP, TransformRanges, random_view
-from atlasgen.hooks import forward_layers
-from atlasgen.settings import OBJECTIVES, Preprocess, VisSettings
+from atlasgen.hooks import eval_mode, forward_layers
+from atlasgen.settings import Preprocess, VisSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ ADAM_EPS = 1e-2
 @dataclass
 class VisResult:
     channels: list[int]
-    images: dict[str, np.ndarray]  # objective -> uint8 (N, H, W, 3); "diversity": (N, D, H, W, 3)
-    activation: dict[str, np.ndarray]  # objective -> float32 (N,), final image, no transforms
+    images: dict[str, np.ndarray]  # objective -> uint8 (N, H, W, 3); a grouped objective's: (N, K, H, W, 3)
+    activation: dict[str, np.ndarray]  # objective -> float32 (N,): its score of the final image(s), no transforms
     layer_response: np.ndarray  # float32 (N, C_layer): spatial means of the layer on the channel image
 
 
@@ -94,43 +95,26 @@ def image_specs(channels: Sequence[int], settings: VisSettings) -> list[ImageSpe
     specs = []
     for channel in channels:
         for objective in settings.objectives:
-            count = settings.diversity if objective == "diversity" else 1
+            count = objectives.get(objective).images(settings)
             specs.extend(ImageSpec(int(channel), objective, i) for i in range(count))
     return specs
 
 
 def pack_batches(specs: list[ImageSpec], batch_size: int) -> list[list[ImageSpec]]:
-    """Greedy packing in order; a diversity group (same channel) is never split."""
-    units: list[list[ImageSpec]] = []
+    """Greedy packing in order; the image set of a grouped objective is never split."""
+    sets: list[list[ImageSpec]] = []
     for spec in specs:
-        if spec.objective == "diversity" and spec.index > 0 and units:
-            units[-1].append(spec)
+        if spec.index > 0 and sets and objectives.get(spec.objective).grouped:
+            sets[-1].append(spec)
         else:
-            units.append([spec])
+            sets.append([spec])
     batches: list[list[ImageSpec]] = []
-    for unit in units:
-        if batches and len(batches[-1]) + len(unit) <= batch_size:
-            batches[-1].extend(unit)
+    for images in sets:
+        if batches and len(batches[-1]) + len(images) <= batch_size:
+            batches[-1].extend(images)
         else:
-            batches.append(list(unit))
+            batches.append(list(images))
     return batches
-
-
-@contextlib.contextmanager
-def frozen_model(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the run; the caller's flags come back after."""
-    grad_flags = [(p, p.requires_grad) for p in model.parameters()]
-    train_flags = [(m, m.training) for m in model.modules()]
-    try:
-        for p, _ in grad_flags:
-            p.requires_grad_(False)
-        model.eval()
-        yield
-    finally:
-        for p, flag in grad_flags:
-            p.requires_grad_(flag)
-        for m, flag in train_flags:
-            m.training = flag
 
 
 def cpu_has_native_bf16() -> bool:
@@ -174,18 +158,19 @@ def layer_activations(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def layer_means(
-    model: nn.Module, layer: str, images: torch.Tensor, preprocess: Preprocess, device: torch.device, batch_size: int = 32
+def final_scores(
+    model: nn.Module, layer: str, images: torch.Tensor, specs: list[ImageSpec], settings: VisSettings,
+    preprocess: Preprocess, device: torch.device, batch_size: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spatial mean (N, C) and centre unit (N, C) of every channel on [0, 1] images, no transforms."""
+    """Each image's objective score (N,) and the spatial mean of every channel (N, C), on [0, 1]
+    images without transforms."""
     normalize = _normalizer(preprocess, device)
-    means, centres = [], []
+    scores, means = [], []
     for start in range(0, images.shape[0], batch_size):
         acts = layer_activations(model, layer, normalize(images[start : start + batch_size].to(device))).float()
-        h, w = acts.shape[-2:]
         means.append(acts.mean(dim=(2, 3)).cpu())
-        centres.append(acts[:, :, h // 2, w // 2].cpu())
-    return torch.cat(means), torch.cat(centres)
+        scores.append(BatchObjective.build(specs[start : start + batch_size], settings, device).scores(acts).cpu())
+    return torch.cat(scores), torch.cat(means)
 
 
 def _auto_batch_size(
@@ -229,7 +214,7 @@ def optimize_batch(
     init = torch.stack([torch.randn(shape, generator=g) * INIT_SD for g in generators])
     draws = torch.stack([torch.rand(total_steps, DRAWS_PER_STEP, generator=g) for g in generators]).to(device)
     param = ImageParam(init.to(device).requires_grad_(True), first, settings.fft, settings.decorrelate)
-    objective = BatchObjective.build(specs, settings.diversity_weight, device)
+    objective = BatchObjective.build(specs, settings, device)
     normalize = _normalizer(preprocess, device)
     autocast, scaler = _autocast(device)
     base = TransformRanges(float(settings.pad), float(settings.jitter), tuple(settings.scale), float(settings.rotate))
@@ -296,9 +281,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def _validate(model: nn.Module, layer: str, settings: VisSettings, device: torch.device) -> None:
-    unknown = [o for o in settings.objectives if o not in OBJECTIVES]
+    unknown = [o for o in settings.objectives if o not in objectives.names()]
     if unknown or not settings.objectives:
-        raise AtlasError(f"unknown objective(s) {unknown}: choose from {', '.join(OBJECTIVES)}")
+        raise AtlasError(f"unknown objective(s) {unknown}: choose from {', '.join(objectives.names())}")
     if layer not in dict(model.named_modules()):
         raise AtlasError(f"model has no layer {layer!r}: use a dotted module name (see `atlasgen layers`)")
     if not settings.octaves or settings.steps < 1:
@@ -325,19 +310,21 @@ def visualize_channels(
     _validate(model, layer, settings, device)
     channels = [int(c) for c in channels]
     specs = image_specs(channels, settings)
-    with frozen_model(model):
+    with eval_mode(model, frozen=True):
         n_layer = _layer_channel_count(model, layer, settings, preprocess, device)
         bad = [c for c in channels if not 0 <= c < n_layer]
         if bad:
             raise AtlasError(f"layer {layer!r} has {n_layer} channels; channel(s) {bad} do not exist")
         batch_size = settings.batch_size or _auto_batch_size(model, layer, settings, preprocess, device)
-        batches = pack_batches(specs, max(batch_size, settings.diversity if "diversity" in settings.objectives else 1))
+        largest_set = max(objectives.get(o).images(settings) if objectives.get(o).grouped else 1 for o in settings.objectives)
+        batches = pack_batches(specs, max(batch_size, largest_set))
         log.debug("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
         finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress) for batch in batches]
         pixels = to_uint8(torch.cat(finals))
         # Score the stored (quantized) images, exactly what the site shows.
-        means, centres = layer_means(model, layer, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, preprocess, device)
-    return _assemble(channels, specs, pixels, means, centres, settings)
+        scores, means = final_scores(model, layer, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, specs,
+                                     settings, preprocess, device)
+    return _assemble(channels, specs, pixels, scores, means, settings)
 
 
 def _layer_channel_count(model: nn.Module, layer: str, settings: VisSettings, preprocess: Preprocess, device: torch.device) -> int:
@@ -347,22 +334,16 @@ def _layer_channel_count(model: nn.Module, layer: str, settings: VisSettings, pr
 
 
 def _assemble(
-    channels: list[int], specs: list[ImageSpec], pixels: np.ndarray, means: torch.Tensor, centres: torch.Tensor, settings: VisSettings
+    channels: list[int], specs: list[ImageSpec], pixels: np.ndarray, scores: torch.Tensor, means: torch.Tensor, settings: VisSettings
 ) -> VisResult:
     row = {spec: i for i, spec in enumerate(specs)}
     images: dict[str, np.ndarray] = {}
     activation: dict[str, np.ndarray] = {}
-    for objective in settings.objectives:
-        if objective == "diversity":
-            idx = np.array([[row[ImageSpec(c, objective, d)] for d in range(settings.diversity)] for c in channels])
-            images[objective] = pixels[idx]
-            per_image = means[torch.from_numpy(idx), torch.tensor(channels)[:, None]]
-            activation[objective] = per_image.mean(dim=1).numpy().astype(np.float32)
-        else:
-            idx = np.array([row[ImageSpec(c, objective, 0)] for c in channels])
-            images[objective] = pixels[idx]
-            source = centres if objective == "neuron" else means
-            activation[objective] = source[torch.from_numpy(idx), torch.tensor(channels)].numpy().astype(np.float32)
+    for name in settings.objectives:
+        objective = objectives.get(name)
+        idx = np.array([[row[ImageSpec(c, name, k)] for k in range(objective.images(settings))] for c in channels])
+        images[name] = pixels[idx] if objective.grouped else pixels[idx[:, 0]]
+        activation[name] = scores[torch.from_numpy(idx)].mean(dim=1).numpy().astype(np.float32)
     first = "channel" if "channel" in settings.objectives else settings.objectives[0]
     response_rows = [row[ImageSpec(c, first, 0)] for c in channels]
     return VisResult(channels, images, activation, means[response_rows].numpy().astype(np.float32))

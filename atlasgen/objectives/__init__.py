@@ -1,0 +1,76 @@
+"""Feature-visualization objectives: one module each in this package, registered by name.
+
+An objective says what an image should do to the target layer: its loss term (the value
+each image should maximize), how many images it renders per channel, and the score reported
+for the final image. Settings, validation, the optimizer and the page labels all read this
+registry; nothing else lists objective names. A new objective is a new module here that
+calls `register`: the package imports every module in it.
+
+Importing this package never imports torch (the site can be rendered from the cache
+without it): objective modules receive tensors and use their methods, importing torch
+only inside functions when they must."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from atlasgen.settings import VisSettings
+
+# (acts (B, C, h, w) float32, rows (n,) int64, channels (n,) int64, settings) -> (n,) values
+Term = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor", "VisSettings"], "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str  # as written in `visualize.objectives`, and the stem of its image files
+    label: str  # shown on the unit page under its image
+    order: int  # position on the page, and in the default list (lower first)
+    loss: Term  # what each of its images maximizes, on the transformed image's activations
+    score: Term  # the number reported for a final image (no transforms)
+    images: Callable[[VisSettings], int] = lambda settings: 1  # images per channel
+    grouped: bool = False  # a channel's images are optimized in one batch (they interact)
+    options: type | None = None  # settings dataclass read from [visualize.<name>], or None
+    check: Callable[[Any, int, int], str | None] | None = None  # (options, map height, width) -> problem
+    describe: Callable[[Any], str] | None = None  # label with its options filled in
+
+    def label_for(self, options: Any) -> str:
+        return self.describe(options) if self.describe is not None and options is not None else self.label
+
+
+_REGISTRY: dict[str, Objective] = {}
+
+
+def register(objective: Objective) -> Objective:
+    if objective.name in _REGISTRY:
+        raise ValueError(f"objective {objective.name!r} is registered twice")
+    _REGISTRY[objective.name] = objective
+    return objective
+
+
+def _discover() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def get(name: str) -> Objective:
+    return _REGISTRY[name]
+
+
+def names() -> tuple[str, ...]:
+    """Every registered objective, in page order."""
+    return tuple(o.name for o in sorted(_REGISTRY.values(), key=lambda o: (o.order, o.name)))
+
+
+def all_objectives() -> list[Objective]:
+    return [_REGISTRY[name] for name in names()]
+
+
+_discover()

@@ -1,0 +1,81 @@
+"""Render stage: lay out a `SiteData` as a static site with Jinja templates.
+
+Everything shown is already computed; this package only copies image files out of the
+cache (hard links when possible) and writes pages. Every link is page-relative and ends
+in an explicit `index.html`, so the site works from `file://`, from any web server and
+under a GitHub Pages project prefix alike.
+
+    urls         where pages and files live, and page-relative links
+    formats      numbers, objective labels, citation files
+    writer       the output folder: changed files only, manifest, stale files, size limits
+    notes        Markdown notes and their `unit:` links
+    views        what the templates show (and copying the images)
+    twin         the JSON twin of a layer page
+    pages        page types and fixed files as data, and the loop that writes them
+    environment  the Jinja environment, its filters and globals
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from atlasgen.errors import AtlasError
+from atlasgen.sitedata import SiteData
+
+from .environment import make_environment
+from .notes import NoteBook, load_notes
+from .pages import all_pages, page_folders, render_fixed_files, render_pages, reserved_names
+from .views import build_views
+from .writer import MANIFEST_NAME, SiteWriter, read_manifest, remove_stale, site_size_warnings, write_manifest
+
+__all__ = ["RenderReport", "render_site"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RenderReport:
+    pages: int
+    files: int  # all files written or kept
+    bytes: int  # total size of the output folder
+    warnings: list[str] = field(default_factory=list)
+
+
+def render_site(site: SiteData, output: Path, templates: Path | None = None, notes: Path | None = None) -> RenderReport:
+    """Write the static atlas for `site` into `output` and report its size.
+
+    `templates` is searched before the built-in templates (override any template or
+    partial by name); `notes` holds Markdown notes (`index.md`, `<model>.md`,
+    `<model>/<layer>.md`, `<model>/<layer>/<channel>.md`).
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    if templates is not None and not Path(templates).is_dir():
+        raise AtlasError(f"templates folder {templates} does not exist")
+    warnings: list[str] = []
+    previous = read_manifest(output)
+    if not previous and any(output.iterdir()):
+        log.info("%s already holds files atlasgen did not record; they are left in place", output)
+
+    env = make_environment(Path(templates) if templates else None)
+    writer = SiteWriter(output)
+    models = build_views(site, writer, reserved_names())
+    pages = all_pages(site, models)
+    folders = page_folders(pages)
+    book = NoteBook(load_notes(Path(notes) if notes else None), folders, warnings)
+    count = render_pages(env, site, models, pages, writer, book)
+    render_fixed_files(env, site, folders, writer)
+
+    removed = remove_stale(output, previous, writer.written | {MANIFEST_NAME})
+    if removed:
+        log.info("removed %d stale files from %s", len(removed), output)
+    write_manifest(writer, f"atlasgen {site.version}")
+
+    files, total, size_warnings = site_size_warnings(output)
+    warnings.extend(size_warnings)
+    for message in warnings:
+        log.warning("%s", message)
+    log.info("rendered %d pages, %d files, %.1f MB into %s", count, files, total / 1e6, output)
+    return RenderReport(pages=count, files=files, bytes=total, warnings=warnings)

@@ -1,0 +1,125 @@
+"""Stages: each kind of cached work is one module in this package, registered by name.
+
+A stage declares its tasks for a model (with the inputs of their content keys and a version
+that changes when its code's output changes), computes the missing ones and stores them in
+the cache, and adds its part of the site data from its cache entries. A stage that reads the
+dataset (examples, similarity, histogram) gives the shared dataset pass one accumulator per
+layer instead of computing on its own, so every such stage costs a single pass.
+
+The build (`atlasgen.build`) only walks this registry, in `order`; assembly
+(`atlasgen.assemble`) asks each stage for its part of every layer. Importing this package
+never imports torch: stages import what they compute with inside their methods."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from atlasgen.cache import Cache, Entry
+
+if TYPE_CHECKING:
+    import torch
+
+    from atlasgen.assemble import LayerContext
+    from atlasgen.plan import KeyBasis, LayerInfo, ModelPlan, Task
+    from atlasgen.stream import Accumulator
+
+
+@dataclass
+class DatasetPass:
+    """What the shared dataset pass hands each stage when it ends."""
+
+    dataset: Any  # atlasgen.data.ImageFolder
+    images_seen: int
+    skipped: list[str]
+
+
+@dataclass
+class Run:
+    """What computing stages need: the cache, the device, progress bars, the stop request,
+    and counters of what was computed."""
+
+    cache: Cache
+    device: torch.device
+    bar: Callable[..., Any]  # (total, desc, unit) -> a tqdm-like progress bar
+    check_stop: Callable[[], None]  # raises KeyboardInterrupt after the first Ctrl-C
+    on_stored: Callable[[Task], None]  # counts and remembers each stored task
+    image_settings: Any  # atlasgen.settings.ImageSettings, for dataset patches
+    rank: int = 0
+    computed: dict[str, int] = field(default_factory=dict)
+
+    def store(self, task: Task, files: dict[str, bytes], arrays: dict | None = None, meta: dict | None = None) -> Entry:
+        entry = self.cache.put(task.kind, task.key, files, arrays, meta={"inputs": task.inputs, "id": task.id, **(meta or {})})
+        self.on_stored(task)
+        return entry
+
+    def ensure(self, stage: Stage, plan: ModelPlan, task: Task) -> Entry:
+        """The entry of a task another stage depends on, computed here if missing (on another rank's share)."""
+        entry = self.cache.get(task.kind, task.key)
+        if entry is None:  # not counted: the rank that owns the task counts it
+            stage.compute(dataclasses.replace(self, on_stored=lambda _task: None), plan, [task])
+            entry = self.cache.get(task.kind, task.key)
+        assert entry is not None
+        return entry
+
+
+class Stage:
+    """Base of every stage; subclasses set the class attributes and override what they do."""
+
+    name: ClassVar[str]  # the kind of its tasks and the folder of its cache entries
+    version: ClassVar[int]  # bump when the stage's results change, so old entries stop matching
+    order: ClassVar[int]  # computed and assembled in this order (lower first)
+    title: ClassVar[str]  # in the build summary's timings
+    reads_dataset: ClassVar[bool] = False  # computed by accumulators in the shared dataset pass
+    unit_section: ClassVar[str | None] = None  # a template the unit page includes for this stage's data
+
+    def tasks(self, basis: KeyBasis) -> list[Task]:
+        raise NotImplementedError
+
+    def compute(self, run: Run, plan: ModelPlan, tasks: list[Task]) -> None:
+        """Compute and store `tasks` (stages that do not read the dataset)."""
+        raise NotImplementedError
+
+    def accumulator(self, task: Task, plan: ModelPlan, layer: LayerInfo, shared: dict) -> Accumulator:
+        """A fresh accumulator for `task`'s layer (stages that read the dataset); `shared` is one
+        dict per pass for resources the pass's accumulators may share."""
+        raise NotImplementedError
+
+    def finish(self, run: Run, plan: ModelPlan, task: Task, accumulator: Accumulator, done: DatasetPass) -> None:
+        """Store `task`'s result from its accumulator after the pass."""
+        raise NotImplementedError
+
+    def contribute(self, layer: LayerContext) -> None:
+        """Fill this stage's part of `layer.data` and its units from the cache."""
+
+
+_REGISTRY: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    if stage.name in _REGISTRY:
+        raise ValueError(f"stage {stage.name!r} is registered twice")
+    _REGISTRY[stage.name] = stage
+    return stage
+
+
+def get(name: str) -> Stage:
+    return _REGISTRY[name]
+
+
+def all_stages() -> list[Stage]:
+    """Every stage, in the order they are computed and assembled."""
+    return sorted(_REGISTRY.values(), key=lambda s: (s.order, s.name))
+
+
+def _discover() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_discover()

@@ -1,0 +1,121 @@
+"""Feature visualization: for every channel, the images of each configured objective
+(`atlasgen.objectives`), optimized in batches of many channels (`atlasgen.featvis`), with the
+score each final image reaches and the layer's response to the channel image ("this image
+also excites")."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+import numpy as np
+
+from atlasgen import images, objectives
+from atlasgen.plan import channel_range, make_task
+from atlasgen.sitedata import Related
+from atlasgen.stages import Stage, register
+
+log = logging.getLogger(__name__)
+
+CHUNK = 32  # channels stored per optimization call, so an interrupted build keeps finished work
+_SET_MEMBER = re.compile(r"(?P<name>.+)-(?P<index>\d+)\.png")
+
+
+def key_settings(settings) -> dict:
+    """The visualization settings that affect results: all but the batch size (and objective
+    options when there are none, so keys made before options existed still match)."""
+    data = dataclasses.asdict(settings)
+    data.pop("batch_size")
+    if not data.get("options"):
+        data.pop("options", None)
+    return data
+
+
+def images_per_channel(settings) -> int:
+    return sum(objectives.get(name).images(settings) for name in settings.objectives)
+
+
+class FeatureVisualization(Stage):
+    name = "featvis"
+    version = 1
+    order = 40
+    title = "feature visualization"
+
+    def tasks(self, basis):
+        pre = basis.preprocess
+        tasks = []
+        for layer in basis.layers:
+            inputs = {**basis.model_inputs(layer.name), "mean": list(pre.mean), "std": list(pre.std),
+                      "visualize": key_settings(basis.config.stages.visualize)}
+            tasks += [make_task(self.name, self.version, basis.config.name, layer.name, c, {**inputs, "channel": c})
+                      for c in channel_range(basis.config, layer)]
+        return tasks
+
+    def compute(self, run, plan, tasks):
+        from atlasgen.featvis import visualize_channels
+
+        loaded, settings = plan.loaded, plan.config.stages.visualize
+        by_layer: dict[str, list] = {}
+        for task in tasks:
+            by_layer.setdefault(task.layer, []).append(task)
+        total = len(tasks) * images_per_channel(settings) * settings.steps  # image-steps, as featvis reports them
+        with run.bar(total, f"{plan.config.name}: feature visualization", "img-step") as bar:
+            for layer, layer_tasks in by_layer.items():
+                for start in range(0, len(layer_tasks), CHUNK):
+                    run.check_stop()
+                    chunk = layer_tasks[start:start + CHUNK]
+                    bar.set_postfix_str(f"{layer} {chunk[0].channel}-{chunk[-1].channel}")
+                    result = visualize_channels(loaded.module, layer, [t.channel for t in chunk], settings,
+                                                loaded.preprocess, run.device, progress=bar.update)
+                    for i, task in enumerate(chunk):
+                        _store(run, task, result, i)
+                    if run.rank:
+                        log.info("rank %d: %s %s channels %d-%d done", run.rank, plan.config.name, layer,
+                                 chunk[0].channel, chunk[-1].channel)
+
+    def contribute(self, layer):
+        from atlasgen.related import cross_activation
+
+        entries = layer.channel_entries(self.name)
+        responses = {c: e.arrays() for c, e in entries.items() if e is not None}
+        for unit in layer.units:
+            entry = entries.get(unit.channel)
+            if entry is not None:
+                _add_images(unit, entry, responses[unit.channel])
+        stats = layer.arrays("similarity")
+        if stats is not None and responses:
+            order = sorted(responses)
+            matrix = np.stack([responses[c]["layer_response"] for c in order])
+            top_n = layer.model.config.stages.similarity.top_n
+            cross = dict(zip(order, cross_activation(matrix, order, stats["mean"], stats["std"], top_n)))
+            for unit in layer.units:
+                if unit.channel in cross:
+                    unit.cross = [Related(int(o), float(s)) for o, s in cross[unit.channel]]
+
+
+def _store(run, task, result, i: int) -> None:
+    files = {}
+    for name, array in result.images.items():
+        if objectives.get(name).grouped:
+            files.update({f"{name}-{k}.png": images.encode(image, "png") for k, image in enumerate(array[i])})
+        else:
+            files[f"{name}.png"] = images.encode(array[i], "png")
+    arrays = {f"activation_{name}": np.asarray(values[i], dtype=np.float32) for name, values in result.activation.items()}
+    arrays["layer_response"] = np.asarray(result.layer_response[i], dtype=np.float32)
+    run.store(task, files, arrays)
+
+
+def _add_images(unit, entry, arrays) -> None:
+    members = []
+    for name in entry.meta["files"]:
+        member = _SET_MEMBER.fullmatch(name)
+        if member and member["name"] in objectives.names() and objectives.get(member["name"]).grouped:
+            members.append((int(member["index"]), entry.file(name)))
+        elif name.endswith(".png"):
+            unit.images[name[:-4]] = entry.file(name)
+    unit.diversity = [path for _, path in sorted(members)]
+    unit.activation = {k[len("activation_"):]: float(v) for k, v in arrays.items() if k.startswith("activation_")}
+
+
+register(FeatureVisualization())
