@@ -1,22 +1,44 @@
 """Typed settings of each compute stage, as validated from atlas.toml by `atlasgen.config`.
 
-Frozen dataclasses so they can be hashed into content keys (`dataclasses.asdict`)."""
+Frozen dataclasses so they can be hashed into content keys (`dataclasses.asdict`): field
+names, types, defaults and order are part of every cache key. Each stage key of atlas.toml
+is declared once, as its field here (`setting(default, parser, doc)` from atlasgen.parsers);
+config.py parses the tables and writes docs/settings.md from these declarations (field
+metadata is not part of `asdict`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-OBJECTIVES = ("channel", "negative", "neuron", "diversity")
+from atlasgen.parsers import (
+    boolean, choice, choice_from, integer, list_of, number, pair, required, section, setting, subtables, table_of,
+)
+
+
+def _objective_names() -> tuple[str, ...]:
+    # Imported when asked: objective modules may import this module.
+    from atlasgen import objectives
+
+    return objectives.names()
+
+
+def _objective_options() -> dict[str, type]:
+    from atlasgen import objectives
+
+    return {o.name: o.options for o in objectives.all_objectives() if o.options is not None}
 
 
 @dataclass(frozen=True)
 class Octave:
     """One octave of the optimization schedule."""
 
-    scale: float  # image side as a fraction of VisSettings.size
-    share: float  # fraction of VisSettings.steps spent in this octave
-    lr: tuple[float, float]  # learning rate at the start and end of the octave (linear decay)
-    blur: tuple[float, float]  # Gaussian blur sigma in pixels at the start and end (linear decay; 0 = none)
+    scale: float = required(number(0.05, 1.0), "image side as a fraction of `size`")
+    share: float = required(number(0.0, 1.0), "fraction of `steps` spent in this octave")
+    lr: tuple[float, float] = required(pair(number(0.0)), "learning rate at the start and end of the octave (linear decay)")
+    blur: tuple[float, float] = required(
+        pair(number(0.0)), "Gaussian blur sigma in pixels at the start and end (linear decay; 0 = none)"
+    )
 
 
 # Measured with benchmarks/featvis_vs_lucent.py (GoogLeNet, 64 steps, 128 px): learning rates 8x
@@ -31,36 +53,69 @@ DEFAULT_OCTAVES = (
 
 @dataclass(frozen=True)
 class VisSettings:
-    objectives: tuple[str, ...] = ("channel", "negative", "neuron", "diversity")
-    diversity: int = 4  # images of the diversity objective per channel
-    diversity_weight: float = 1.0
-    size: int = 128  # final image side fed to the network, pixels
-    steps: int = 256  # total optimization steps over all octaves
-    octaves: tuple[Octave, ...] = DEFAULT_OCTAVES
-    pad: int = 12
-    jitter: int = 8
-    scale: tuple[float, float] = (0.9, 1.1)
-    rotate: float = 10.0  # degrees, uniform in [-rotate, rotate]
-    decorrelate: bool = True
-    fft: bool = True
-    relu_redirect_steps: int = 16  # steps at the start with Lucid-style redirected ReLU gradients
-    seed: int = 0
-    batch_size: int = 0  # images per optimization batch; 0 = automatic (free memory on GPU, 32 on CPU)
+    """Feature visualization: images optimized to drive each channel."""
+
+    objectives: tuple[str, ...] = setting(
+        ("channel", "negative", "neuron", "diversity"),
+        list_of(choice_from(_objective_names), nonempty=True, unique=True),
+        "objectives rendered for every channel (repeats are dropped)",
+    )
+    diversity: int = setting(4, integer(1, 64), "images of the diversity objective per channel")
+    diversity_weight: float = setting(1.0, number(0.0), "weight of the diversity objective's similarity penalty; 0 = none")
+    size: int = setting(128, integer(16, 4096), "final image side fed to the network, pixels")
+    steps: int = setting(256, integer(1, 100_000), "total optimization steps over all octaves")
+    octaves: tuple[Octave, ...] = setting(
+        DEFAULT_OCTAVES, list_of(table_of(Octave, "an octave"), nonempty=True),
+        "the optimization schedule; shares add up to 1 and the last octave has scale = 1.0",
+    )
+    pad: int = setting(12, integer(0, 512), "grey border added around the image before the random transforms, pixels")
+    jitter: int = setting(8, integer(0, 512), "random shift of up to half this many pixels each way")
+    scale: tuple[float, float] = setting((0.9, 1.1), pair(number(0.1, 10.0)), "random zoom factor range [low, high]")
+    rotate: float = setting(10.0, number(0.0, 180.0), "random rotation, degrees, uniform in [-rotate, rotate]")
+    decorrelate: bool = setting(True, boolean, "optimize in a colour-decorrelated space")
+    fft: bool = setting(True, boolean, "optimize the image's Fourier coefficients instead of its pixels")
+    relu_redirect_steps: int = setting(
+        16, integer(0), "steps at the start with Lucid-style redirected ReLU gradients"
+    )
+    seed: int = setting(0, integer(0), "random seed of the initial images and transforms")
+    batch_size: int = setting(
+        0, integer(0), "images per optimization batch; 0 = automatic (free memory on GPU, 32 on CPU)"
+    )
+    # Only objectives whose [visualize.<name>] table is given (here or inherited from the
+    # top-level table) have an entry, so configurations that set no options hash as before;
+    # `options_for` supplies the defaults of the others.
+    options: tuple[tuple[str, Any], ...] = subtables(
+        _objective_options, "per-objective options, from the [visualize.<objective>] sub-tables"
+    )
+
+    def options_for(self, name: str) -> Any:
+        """Objective `name`'s options: as given, else its defaults; None if it declares none."""
+        from atlasgen import objectives
+
+        kind = objectives.get(name).options
+        if kind is None:
+            return None
+        given = dict(self.options)
+        return given[name] if name in given else kind()
 
 
 @dataclass(frozen=True)
 class ExamplesSettings:
-    top_k: int = 10
-    bottom_k: int = 10
-    patch_size: int = 96  # side of the stored patch images, pixels
-    batch_size: int = 64
-    workers: int = -1  # DataLoader workers; -1 = automatic
-    max_images: int = 0  # 0 = every image of the dataset
+    """Dataset examples: one pass over the dataset keeps each channel's extreme images."""
+
+    top_k: int = setting(10, integer(1, 1000), "most activating dataset patches kept per channel")
+    bottom_k: int = setting(10, integer(0, 1000), "least activating dataset patches kept per channel")
+    patch_size: int = setting(96, integer(8, 1024), "side of the stored patch images, pixels")
+    batch_size: int = setting(64, integer(1), "images per forward pass")
+    workers: int = setting(-1, integer(-1), "DataLoader workers; -1 = automatic")
+    max_images: int = setting(0, integer(0), "images read from the dataset; 0 = every image")
 
 
 @dataclass(frozen=True)
 class SimilaritySettings:
-    top_n: int = 8
+    """Similar channels, by the correlation of their activations over the dataset."""
+
+    top_n: int = setting(8, integer(0, 1000), "similar and cross-activated channels listed per channel")
 
 
 @dataclass(frozen=True)
@@ -75,12 +130,18 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class ImageSettings:
-    format: str = "webp"  # "webp", "jpeg" or "png" for dataset patches; visualizations are always PNG
-    quality: int = 85
+    """Image files of the site."""
+
+    format: str = setting(
+        "webp", choice("webp", "jpeg", "png"), "format of dataset patches; visualizations are always PNG"
+    )
+    quality: int = setting(85, integer(1, 100), "WebP and JPEG quality")
 
 
 @dataclass(frozen=True)
 class StageSettings:
-    visualize: VisSettings = field(default_factory=VisSettings)
-    examples: ExamplesSettings = field(default_factory=ExamplesSettings)
-    similarity: SimilaritySettings = field(default_factory=SimilaritySettings)
+    """The stage tables, at the top level (every model) and per model (`[models.visualize]`)."""
+
+    visualize: VisSettings = section(VisSettings, "feature visualization")
+    examples: ExamplesSettings = section(ExamplesSettings, "dataset examples")
+    similarity: SimilaritySettings = section(SimilaritySettings, "similar channels")

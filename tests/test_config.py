@@ -1,11 +1,20 @@
 """atlas.toml validation: every problem at once, with its key path."""
 
+import dataclasses
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from atlasgen.config import DEMO, load_config
+from atlasgen import objectives
+from atlasgen.config import DEMO, REFERENCE, ModelConfig, SiteConfig, _Build, load_config, reference_markdown
 from atlasgen.errors import ConfigError
+from atlasgen.objectives import Objective
+from atlasgen.parsers import Problems, choice, integer, keys, setting
+from atlasgen.settings import ExamplesSettings, ImageSettings, Octave, SimilaritySettings, StageSettings, VisSettings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -134,3 +143,134 @@ arch = "demo"
 """)
     paths = [p for p, _ in found]
     assert "site.url" in paths and "models[1].name" in paths
+
+
+# ---------------------------------------------------------------- declarations
+
+
+def test_every_setting_is_declared_with_a_parser_and_a_doc():
+    for cls in (VisSettings, Octave, ExamplesSettings, SimilaritySettings, ImageSettings, StageSettings, SiteConfig, _Build):
+        for f in dataclasses.fields(cls):
+            assert {"parser", "section", "subtables"} & f.metadata.keys(), f"{cls.__name__}.{f.name} is not declared"
+            assert f.metadata["doc"].strip(), f"{cls.__name__}.{f.name} has no doc"
+    undeclared = {f.name for f in dataclasses.fields(ModelConfig) if "parser" not in f.metadata}
+    assert undeclared == {"stages", "index"}
+
+
+def test_declared_defaults_pass_their_own_parsers():
+    for cls in (VisSettings, ExamplesSettings, SimilaritySettings, ImageSettings, _Build):
+        for name, f in keys(cls).items():
+            value = f.default
+            raw = json.loads(json.dumps(value, default=dataclasses.asdict))  # as TOML would give it
+            found = Problems()
+            assert f.metadata["parser"](raw, name, found) == value and not found.items, (cls.__name__, name, found.items)
+
+
+def test_objectives_are_checked_against_the_registry(tmp_path):
+    found = problems(tmp_path, '[visualize]\nobjectives = ["channel", "chanel"]\n[[models]]\nname = "m"\narch = "demo"\n')
+    assert found == [("visualize.objectives[1]",
+                      f"must be one of {', '.join(repr(n) for n in objectives.names())}, got 'chanel'; did you mean 'channel'?")]
+    config = load_config(write(tmp_path, '[visualize]\nobjectives = ["neuron", "channel", "neuron"]\n[[models]]\nname = "m"\narch = "demo"\n'))
+    assert config.models[0].stages.visualize.objectives == ("neuron", "channel")
+
+
+def test_settings_reference_is_current():
+    """docs/settings.md is generated; regenerate it with the command it names."""
+    assert REFERENCE.read_text(encoding="utf-8") == reference_markdown()
+
+
+def test_config_does_not_import_torch():
+    code = "import sys, atlasgen.config; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- objective options
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """Options of the probe objective."""
+
+    row: int = setting(0, integer(0, 64), "row of the unit")
+    col: int = setting(0, integer(0, 64), "column of the unit")
+    mode: str = setting("max", choice("max", "min"), "direction")
+
+
+@pytest.fixture
+def probe():
+    def zero(acts, rows, channels, settings):
+        return acts[rows, channels].mean()
+
+    objective = objectives.register(Objective(name="probe", label="Probe", order=99, loss=zero, score=zero, options=ProbeOptions))
+    yield objective
+    del objectives._REGISTRY["probe"]
+
+
+PROBE = """
+[visualize]
+objectives = ["channel", "probe"]
+[visualize.probe]
+row = 3
+[[models]]
+arch = "demo"
+name = "a"
+[[models]]
+arch = "demo"
+name = "b"
+[models.visualize]
+steps = 8
+[models.visualize.probe]
+col = 5
+[[models]]
+name = "c"
+arch = "demo"
+[models.visualize.probe]
+row = 1
+"""
+
+
+def test_objective_options_from_sub_tables(tmp_path, probe):
+    a, b, c = (m.stages.visualize for m in load_config(write(tmp_path, PROBE)).models)
+    assert a.options == (("probe", ProbeOptions(row=3)),)
+    assert a.options_for("probe") == ProbeOptions(row=3, col=0)
+    assert b.options_for("probe") == ProbeOptions(row=3, col=5) and b.steps == 8
+    assert c.options_for("probe") == ProbeOptions(row=1)
+    assert a.options_for("channel") is None
+    assert json.dumps(dataclasses.asdict(b), sort_keys=True)  # still a cache-key dict
+    assert "## `[visualize.probe]`" in reference_markdown() and "| `row` | integer | `0` | 0 to 64 | row of the unit |" in reference_markdown()
+
+
+def test_objective_options_default_when_not_given(tmp_path, probe):
+    vis = load_config(write(tmp_path, '[visualize]\nobjectives = ["probe"]\n[[models]]\nname = "m"\narch = "demo"\n')).models[0].stages.visualize
+    assert vis.options == ()
+    assert vis.options_for("probe") == ProbeOptions()
+    assert dataclasses.asdict(VisSettings())["options"] == ()
+
+
+def test_objective_option_problems_have_key_paths(tmp_path, probe):
+    found = problems(tmp_path, """
+[visualize.probe]
+row = 100
+colum = 1
+mode = "mid"
+[[models]]
+name = "m"
+arch = "demo"
+[models.visualize.prob]
+row = 1
+[models.visualize.probe]
+row = "x"
+[models.visualize.channel]
+row = 1
+""")
+    messages = dict(found)
+    assert [path for path, _ in found] == [
+        "visualize.probe.row", "visualize.probe.colum", "visualize.probe.mode",
+        "models[0].visualize.prob", "models[0].visualize.probe.row", "models[0].visualize.channel",
+    ]
+    assert messages["visualize.probe.row"] == "must be at most 64, got 100"
+    assert messages["visualize.probe.colum"] == "unknown key; did you mean 'col'? (known keys: col, mode, row)"
+    assert messages["visualize.probe.mode"] == "must be one of 'max', 'min', got 'mid'; did you mean 'min'?"
+    assert "did you mean 'probe'?" in messages["models[0].visualize.prob"] and ", probe, " in messages["models[0].visualize.prob"]
+    assert messages["models[0].visualize.probe.row"] == "expected an integer, got a string 'x'"
+    assert messages["models[0].visualize.channel"].startswith("unknown key (known keys: ")

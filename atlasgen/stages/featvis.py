@@ -23,12 +23,16 @@ _SET_MEMBER = re.compile(r"(?P<name>.+)-(?P<index>\d+)\.png")
 
 
 def key_settings(settings) -> dict:
-    """The visualization settings that affect results: all but the batch size (and objective
-    options when there are none, so keys made before options existed still match)."""
+    """The visualization settings that affect results: all but the batch size, with the options
+    (given or default) of the selected objectives that have options; none when no selected
+    objective has any, so keys made before objectives had options still match."""
     data = dataclasses.asdict(settings)
     data.pop("batch_size")
-    if not data.get("options"):
-        data.pop("options", None)
+    data.pop("options")
+    options = {name: dataclasses.asdict(settings.options_for(name)) for name in settings.objectives
+               if objectives.get(name).options is not None}
+    if options:
+        data["options"] = options
     return data
 
 
