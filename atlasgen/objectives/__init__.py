@@ -12,11 +12,11 @@ only inside functions when they must."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from atlasgen.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -44,33 +44,18 @@ class Objective:
         return self.describe(options) if self.describe is not None and options is not None else self.label
 
 
-_REGISTRY: dict[str, Objective] = {}
-
-
-def register(objective: Objective) -> Objective:
-    if objective.name in _REGISTRY:
-        raise ValueError(f"objective {objective.name!r} is registered twice")
-    _REGISTRY[objective.name] = objective
-    return objective
-
-
-def _discover() -> None:
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-def get(name: str) -> Objective:
-    return _REGISTRY[name]
+_REGISTRY: Registry[Objective] = Registry("objective")
+register = _REGISTRY.register
+get = _REGISTRY.get
 
 
 def names() -> tuple[str, ...]:
     """Every registered objective, in page order."""
-    return tuple(o.name for o in sorted(_REGISTRY.values(), key=lambda o: (o.order, o.name)))
+    return tuple(o.name for o in _REGISTRY.ordered())
 
 
 def all_objectives() -> list[Objective]:
-    return [_REGISTRY[name] for name in names()]
+    return _REGISTRY.ordered()
 
 
-_discover()
+_REGISTRY.discover(__name__, __path__)

@@ -8,12 +8,12 @@ the build all go through this registry; a new source (timm, say) is one new modu
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from atlasgen.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,28 +45,13 @@ class Source:
     weights_names: bool = False  # accepts named weights (DEFAULT, IMAGENET1K_V1) besides files
 
 
-_REGISTRY: dict[str, Source] = {}
-
-
-def register(source: Source) -> Source:
-    if source.name in _REGISTRY:
-        raise ValueError(f"model source {source.name!r} is registered twice")
-    _REGISTRY[source.name] = source
-    return source
+_REGISTRY: Registry[Source] = Registry("model source")
+register = _REGISTRY.register
 
 
 def for_arch(arch: str) -> Source:
     """The source that builds `arch` (the torchvision source claims whatever is left)."""
-    for source in sorted(_REGISTRY.values(), key=lambda s: s.order):
-        if source.claims(arch):
-            return source
-    raise LookupError(arch)
+    return next(source for source in _REGISTRY.ordered() if source.claims(arch))
 
 
-def _discover() -> None:
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_discover()
+_REGISTRY.discover(__name__, __path__)

@@ -13,13 +13,12 @@ never imports torch: stages import what they compute with inside their methods."
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from atlasgen.cache import Cache, Entry
+from atlasgen.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -97,29 +96,14 @@ class Stage:
         """Fill this stage's part of `layer.data` and its units from the cache."""
 
 
-_REGISTRY: dict[str, Stage] = {}
-
-
-def register(stage: Stage) -> Stage:
-    if stage.name in _REGISTRY:
-        raise ValueError(f"stage {stage.name!r} is registered twice")
-    _REGISTRY[stage.name] = stage
-    return stage
-
-
-def get(name: str) -> Stage:
-    return _REGISTRY[name]
+_REGISTRY: Registry[Stage] = Registry("stage")
+register = _REGISTRY.register
+get = _REGISTRY.get
 
 
 def all_stages() -> list[Stage]:
     """Every stage, in the order they are computed and assembled."""
-    return sorted(_REGISTRY.values(), key=lambda s: (s.order, s.name))
+    return _REGISTRY.ordered()
 
 
-def _discover() -> None:
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_discover()
+_REGISTRY.discover(__name__, __path__)
