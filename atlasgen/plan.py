@@ -123,7 +123,11 @@ def plan_key_for(config: Config, cache: Cache) -> str | None:
     None when a model depends on something that cannot be stat'ed (an installed module)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    parts: dict = {"atlasgen": atlasgen.__version__, "config": config.digest, "models": []}
+    from atlasgen import stages  # its modules import this one
+
+    # The stages and their versions: a plan saved before a stage existed lacks its tasks.
+    parts: dict = {"atlasgen": atlasgen.__version__, "config": config.digest, "models": [],
+                   "stages": [[stage.name, stage.version] for stage in stages.all_stages()]}
     try:
         parts["torch"] = [version("torch"), version("torchvision")]
     except PackageNotFoundError:

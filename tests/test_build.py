@@ -169,3 +169,17 @@ def test_only_computes_one_layer_and_keeps_the_rest_of_the_site(tmp_path, images
     assert rest.computed == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1}
     with pytest.raises(Exception, match="has no selected layer 'conv2'; layers: conv1, conv3"):
         build(load_config(config_path), BuildOptions(progress=False, only="demo/conv2"))
+
+
+def test_a_changed_stage_set_invalidates_the_saved_plan(tmp_path, images, monkeypatch):
+    """A plan saved by a version of atlasgen with other stages lacks their tasks: it must not match."""
+    from atlasgen import stages
+    from atlasgen.cache import Cache
+    from atlasgen.plan import plan_key_for
+
+    config = load_config(make_project(tmp_path, images))
+    cache = Cache(config.site.cache)
+    before = plan_key_for(config, cache)
+    assert before is not None and plan_key_for(config, cache) == before
+    monkeypatch.setattr(stages.get("histogram"), "version", 2)
+    assert plan_key_for(config, cache) != before
