@@ -2,7 +2,8 @@
 
 Four ideas, as in Lucid's optvis:
 
-1. **Objectives** (`objectives.py`): what an image should do to the network. *channel*
+1. **Objectives** (`atlasgen/objectives/`, one module each; `batch.py` combines them): what an
+   image should do to the network. *channel*
    maximizes a channel's spatial mean; *negative* minimizes it; *neuron* maximizes only the
    centre unit; *diversity* renders D images of one channel and adds a penalty on the cosine
    similarity of their layer Gram matrices, so they show different facets of the feature.
