@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from atlasgen.atomic import replace_with
 from atlasgen.demo.data import generate_arrays
 from atlasgen.demo.net import DEMO_MEAN, DEMO_STD, DemoNet, seeded_demo_net
 from atlasgen.errors import AtlasError
@@ -61,13 +61,7 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _save_atomically(state: dict[str, torch.Tensor], output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(state, partial)
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
+    replace_with(output, lambda partial: torch.save(state, partial))
 
 
 def _run_epochs(

@@ -13,9 +13,11 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from PIL import Image
+
+from atlasgen.atomic import replace_with
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,14 @@ class SiteWriter:
         data = text.encode("utf-8")
         if path.is_file() and not path.is_symlink() and path.stat().st_size == len(data) and path.read_bytes() == data:
             return
-        _replace_with(path, lambda tmp: tmp.write_bytes(data))
+        replace_with(path, lambda tmp: tmp.write_bytes(data))
 
     def copy_file(self, source: Path, rel: str) -> None:
         """Hard-link `source` to `rel` (copy across devices); keep an identical existing file."""
         path = self._target(rel)
         if path.is_file() and not path.is_symlink() and _same_file(source, path):
             return
-        _replace_with(path, lambda tmp: _link_or_copy(source, tmp))
+        replace_with(path, lambda tmp: _link_or_copy(source, tmp))
 
     def image_size(self, source: Path) -> tuple[int, int]:
         if source not in self._sizes:
@@ -76,15 +78,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:  # other device, or a file system without hard links
         shutil.copyfile(source, target)
-
-
-def _replace_with(path: Path, make: Callable[[Path], object]) -> None:
-    """Create the new file beside the old one and rename it over, never leaving half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists() or tmp.is_symlink():
-        tmp.unlink()
-    make(tmp)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- manifest and stale files
