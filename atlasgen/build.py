@@ -220,11 +220,10 @@ def _only_tasks(plans: Sequence[ModelPlan], only: str | None) -> list[Task]:
     if not only:
         return tasks
     model, _, layer = only.partition("/")
-    chosen = [t for t in tasks if t.model == model and (not layer or t.layer in ("", layer))]
-    if not any(t.layer == layer for t in chosen) and layer:
+    if layer and not any(t.model == model and t.layer == layer for t in tasks):
         layers = next(p.layers for p in plans if p.config.name == model)
         raise AtlasError(f"--only {only!r}: model {model!r} has no selected layer {layer!r}; layers: {', '.join(l.name for l in layers)}")
-    return chosen
+    return [t for t in tasks if t.model == model and (not layer or t.layer in ("", layer))]
 
 
 def prepare(config: Config, models: Sequence[ModelConfig], cache: Cache, device: torch.device) -> list[ModelPlan]:

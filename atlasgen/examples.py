@@ -24,13 +24,11 @@ from atlasgen.errors import AtlasError
 from atlasgen.hooks import eval_mode, forward_layers
 from atlasgen.receptive import ReceptiveField
 from atlasgen.settings import ExamplesSettings, ImageSettings
+from atlasgen.sitedata import SIDES
 from atlasgen.similarity import Scratch, SizedOnFirstBatch
 from atlasgen.stream import as_feature_map, stream_dataset
 
 log = logging.getLogger(__name__)
-
-SIDES = ("top", "bottom")  # strongest (max over positions, highest first), weakest (min, lowest first)
-
 
 @dataclass
 class Extremes:
@@ -342,7 +340,7 @@ def extract_patches(model: nn.Module, ex: Extremes, rf: ReceptiveField, dataset:
 
 def _box_arrays(ex: Extremes, records: list[ExampleRecord]) -> dict[str, np.ndarray]:
     arrays = {f"{side}_box": np.full((*getattr(ex, f"{side}_index").shape, 4), -1, dtype=np.int64)
-              for side in ("top", "bottom")}
+              for side in SIDES}
     for r in records:
         arrays[f"{r.side}_box"][r.channel, r.rank] = r.box
     return arrays

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+SIDES = ("top", "bottom")  # a channel's strongest and weakest dataset examples
+
 
 @dataclass
 class Example:

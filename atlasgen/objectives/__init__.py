@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from atlasgen.registry import Registry
 
@@ -37,11 +37,6 @@ class Objective:
     images: Callable[[VisSettings], int] = lambda settings: 1  # images per channel
     grouped: bool = False  # a channel's images are optimized in one batch (they interact)
     options: type | None = None  # settings dataclass read from [visualize.<name>], or None
-    check: Callable[[Any, int, int], str | None] | None = None  # (options, map height, width) -> problem
-    describe: Callable[[Any], str] | None = None  # label with its options filled in
-
-    def label_for(self, options: Any) -> str:
-        return self.describe(options) if self.describe is not None and options is not None else self.label
 
 
 _REGISTRY: Registry[Objective] = Registry("objective")
@@ -56,6 +51,11 @@ def names() -> tuple[str, ...]:
 
 def all_objectives() -> list[Objective]:
     return _REGISTRY.ordered()
+
+
+def grouped_names() -> frozenset[str]:
+    """The objectives whose images of a channel form one set (stored as `<name>-<i>.png`)."""
+    return frozenset(o.name for o in _REGISTRY.ordered() if o.grouped)
 
 
 _REGISTRY.discover(__name__, __path__)

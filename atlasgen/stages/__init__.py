@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from atlasgen.cache import Cache, Entry
@@ -33,14 +33,13 @@ class DatasetPass:
     """What the shared dataset pass hands each stage when it ends."""
 
     dataset: Any  # atlasgen.data.ImageFolder
-    images_seen: int
     skipped: list[str]
 
 
 @dataclass
 class Run:
-    """What computing stages need: the cache, the device, progress bars, the stop request,
-    and counters of what was computed."""
+    """What computing stages need: the cache, the device, progress bars, the stop request, and
+    a callback for each stored task (the build counts and remembers them)."""
 
     cache: Cache
     device: torch.device
@@ -49,7 +48,6 @@ class Run:
     on_stored: Callable[[Task], None]  # counts and remembers each stored task
     image_settings: Any  # atlasgen.settings.ImageSettings, for dataset patches
     rank: int = 0
-    computed: dict[str, int] = field(default_factory=dict)
 
     def store(self, task: Task, files: dict[str, bytes], arrays: dict | None = None, meta: dict | None = None) -> Entry:
         entry = self.cache.put(task.kind, task.key, files, arrays, meta={"inputs": task.inputs, "id": task.id, **(meta or {})})

@@ -29,9 +29,9 @@ def run_dataset_pass(run: Run, plan: ModelPlan, todo: Mapping[Stage, list[Task]]
     dataset = ImageFolder(plan.dataset, plan.loaded.preprocess, settings.max_images)
     start = time.perf_counter()
     with run.bar(len(dataset), f"{plan.config.name}: dataset pass", "img") as bar:
-        seen, skipped = stream_dataset(plan.loaded.module, accumulators, dataset, settings, run.device, bar.update)
+        _seen, skipped = stream_dataset(plan.loaded.module, accumulators, dataset, settings, run.device, bar.update)
     elapsed = time.perf_counter() - start
-    done = DatasetPass(dataset, seen, skipped)
+    done = DatasetPass(dataset, skipped)
     for stage, task, accumulator in owners:
         run.check_stop()
         stage.finish(run, plan, task, accumulator, done)

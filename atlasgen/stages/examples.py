@@ -7,10 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 from atlasgen.plan import make_task
-from atlasgen.sitedata import Example
+from atlasgen.sitedata import SIDES, Example
 from atlasgen.stages import Stage, get, register
-
-SIDES = ("top", "bottom")
 
 
 class Examples(Stage):

@@ -83,10 +83,11 @@ class FeatureVisualization(Stage):
 
         entries = layer.channel_entries(self.name)
         responses = {c: e.arrays() for c, e in entries.items() if e is not None}
+        grouped = objectives.grouped_names()
         for unit in layer.units:
             entry = entries.get(unit.channel)
             if entry is not None:
-                _add_images(unit, entry, responses[unit.channel])
+                _add_images(unit, entry, responses[unit.channel], grouped)
         stats = layer.arrays("similarity")
         if stats is not None and responses:
             order = sorted(responses)
@@ -100,8 +101,9 @@ class FeatureVisualization(Stage):
 
 def _store(run, task, result, i: int) -> None:
     files = {}
+    grouped = objectives.grouped_names()
     for name, array in result.images.items():
-        if objectives.get(name).grouped:
+        if name in grouped:
             files.update({f"{name}-{k}.png": images.encode(image, "png") for k, image in enumerate(array[i])})
         else:
             files[f"{name}.png"] = images.encode(array[i], "png")
@@ -110,11 +112,11 @@ def _store(run, task, result, i: int) -> None:
     run.store(task, files, arrays)
 
 
-def _add_images(unit, entry, arrays) -> None:
+def _add_images(unit, entry, arrays, grouped: frozenset[str]) -> None:
     members = []
     for name in entry.meta["files"]:
         member = _SET_MEMBER.fullmatch(name)
-        if member and member["name"] in objectives.names() and objectives.get(member["name"]).grouped:
+        if member and member["name"] in grouped:
             members.append((int(member["index"]), entry.file(name)))
         elif name.endswith(".png"):
             unit.images[name[:-4]] = entry.file(name)
