@@ -1,12 +1,13 @@
-"""Benchmark of the dataset stage: `dataset_pass` with every default layer of torchvision
-GoogLeNet and ResNet-50 (seeded random init, no downloads) against a bare forward pass of
+"""Benchmark of the dataset pass as `atlasgen build` runs it (examples, similarity and histogram
+accumulators on every default layer of torchvision
+GoogLeNet and ResNet-50; seeded random init, no downloads) against a bare forward pass of
 the same model over the same images with the same DataLoader, workers and preprocessing.
 
     /work/venv/bin/python benchmarks/dataset_pass.py [--images 256] [--batch-size 32]
 
 Per model, in a fresh child process (so memory peaks never leak between measurements):
 
-1. end to end: `dataset_pass` over all 4N images, then the bare loop over the same images,
+1. end to end: the build's pass over all 4N images, then the bare loop over the same images,
    repeated in alternating rounds (--rounds, fastest of each kept, as the machine is shared);
    images/s by wall clock and per CPU-second of the main process (all its threads), and the
    ratios. The pass folds each batch into its statistics while the next batch's forward runs,
@@ -84,6 +85,20 @@ class Clock:
         self.cpu += time.process_time() - self._start[1]
 
 
+def build_pass(model, layers, dataset, settings, device, progress=None) -> None:
+    """The dataset pass as `atlasgen build` runs it: every stage that reads the dataset
+    (examples, similarity, histogram) folds every layer, in one pass."""
+    from atlasgen.examples import ExtremesAccumulator
+    from atlasgen.similarity import Scratch, SizedOnFirstBatch
+    from atlasgen.stages.histogram import HistogramAccumulator
+    from atlasgen.stream import stream_dataset
+
+    scratch = Scratch()
+    accumulators = {layer: [ExtremesAccumulator(layer, settings), SizedOnFirstBatch(scratch), HistogramAccumulator()]
+                    for layer in layers}
+    stream_dataset(model, accumulators, dataset, settings, device, progress)
+
+
 def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int, rounds: int,
               fold_share: int) -> dict:
     import torch
@@ -91,7 +106,6 @@ def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int
     import atlasgen.stream
 
     from atlasgen.data import ImageFolder
-    from atlasgen.examples import dataset_pass
     from atlasgen.stream import loader
     from atlasgen.models import default_layer_names, feature_layers
     from atlasgen.settings import ExamplesSettings, Preprocess
@@ -106,7 +120,7 @@ def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int
     # warm-up of both on one batch: allocator, thread pools and first calls stay out of the timings
     with torch.inference_mode():
         model(torch.stack([dataset[i][0] for i in range(min(batch_size, len(dataset)))]))
-    dataset_pass(model, layers, ImageFolder(folder, Preprocess(input_size=224), max_images=batch_size), settings, device)
+    build_pass(model, layers, ImageFolder(folder, Preprocess(input_size=224), max_images=batch_size), settings, device)
 
     done, peak_small = 0, 0
 
@@ -126,7 +140,7 @@ def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int
     pass_clock, bare_clock = None, None
     for round_ in range(rounds):
         with Clock() as clock:  # the first round's pass comes first, so its memory peaks are its own
-            dataset_pass(model, layers, dataset, settings, device, progress=progress if round_ == 0 else None)
+            build_pass(model, layers, dataset, settings, device, progress=progress if round_ == 0 else None)
         if round_ == 0:
             peak_all = memory_kib("VmHWM")
         pass_clock = min(pass_clock or clock, clock, key=lambda c: c.wall)
