@@ -6,6 +6,7 @@ cached, the site is re-rendered without loading a model (or even importing torch
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -233,16 +234,28 @@ def prepare(config: Config, models: Sequence[ModelConfig], cache: Cache, device:
 
 def _prepare_model(model: ModelConfig, config: Config, cache: Cache, device: torch.device) -> ModelPlan:
     from atlasgen.data import dataset_fingerprint
-    from atlasgen.models import build_model, select_layers
+    from atlasgen.models import build_model, input_sizes, select_layers
 
     loaded = build_model(model)
     layers = select_layers(loaded)
+    loaded.smallest_input, loaded.fixed_input = input_sizes(loaded.module, layers, loaded.preprocess.input_size)
+    model = _sized_for(model, loaded)
     loaded.module.to(device)
     folder = _dataset_folder(model, cache)
     basis = KeyBasis(model, loaded.weights_digest, loaded.preprocess,
                      dataset_fingerprint(folder, cache.root / "fingerprints"), config.site.images, tuple(layers))
     tasks = [task for stage in stages.all_stages() for task in stage.tasks(basis)]
     return ModelPlan(model, loaded.weights_label, loaded.preprocess.input_size, layers, folder, tasks, loaded)
+
+
+def _sized_for(model: ModelConfig, loaded) -> ModelConfig:
+    """A fixed-size model (a vision transformer) is visualized at its own input size."""
+    size = loaded.preprocess.input_size
+    if not loaded.fixed_input or model.stages.visualize.size == size:
+        return model
+    log.info("%s accepts only %dx%d inputs: its visualizations are made at that size", model.name, size, size)
+    visualize = dataclasses.replace(model.stages.visualize, size=size)
+    return dataclasses.replace(model, stages=dataclasses.replace(model.stages, visualize=visualize))
 
 
 def _dataset_folder(model: ModelConfig, cache: Cache) -> Path:

@@ -17,9 +17,10 @@ from torch import nn
 
 from atlasgen import sources
 from atlasgen.config import ModelConfig
+from atlasgen.checkpoints import load_weights_file
 from atlasgen.digest import file_digest
 from atlasgen.errors import AtlasError, ConfigError
-from atlasgen.hooks import output_shapes
+from atlasgen.hooks import declare_layouts, forward_layers, layout_of, map_shape, output_shapes
 from atlasgen.plan import LayerInfo
 from atlasgen.settings import Preprocess
 
@@ -44,6 +45,8 @@ class LoadedModel:
     preprocess: Preprocess
     weights_digest: str
     weights_label: str  # what the page says about the weights
+    smallest_input: int = 8  # the smallest input side the selected layers accept (input_sizes)
+    fixed_input: bool = False  # the model accepts only preprocess.input_size
 
 
 # ---------------------------------------------------------------- checks before loading
@@ -90,38 +93,6 @@ def _resolve_preprocess(config: ModelConfig, declared: Preprocess | None) -> Pre
     )
 
 
-def load_weights_file(module: nn.Module, file: Path, path: str) -> None:
-    """Load a state_dict or a checkpoint wrapping one; strip DataParallel's `module.` prefix."""
-    try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise AtlasError(f"{path}.weights: cannot read {file} as PyTorch weights: {type(exc).__name__}: {exc}") from exc
-    state = _find_state_dict(data)
-    if state is None:
-        raise AtlasError(f"{path}.weights: {file} holds no state_dict (expected a dict of tensors, or a checkpoint with 'state_dict' or 'model')")
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        parts = []
-        if result.missing_keys:
-            parts.append(f"missing {', '.join(result.missing_keys[:4])}{' ...' if len(result.missing_keys) > 4 else ''}")
-        if result.unexpected_keys:
-            parts.append(f"unexpected {', '.join(result.unexpected_keys[:4])}{' ...' if len(result.unexpected_keys) > 4 else ''}")
-        raise AtlasError(f"{path}.weights: {file.name} does not match the architecture: {'; '.join(parts)}")
-
-
-def _find_state_dict(data: object) -> dict | None:
-    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        return data
-    if isinstance(data, dict):
-        for key in ("state_dict", "model_state_dict", "model", "net", "weights"):
-            found = _find_state_dict(data.get(key))
-            if found is not None:
-                return found
-    return None
-
-
 # ---------------------------------------------------------------- digests
 
 
@@ -137,62 +108,134 @@ def state_dict_digest(module: nn.Module) -> str:
 
 # ---------------------------------------------------------------- layers
 
+# A model whose top level offers fewer blocks than this (VGG's `features`, EfficientNet's
+# stages, a ViT's encoder) is opened up, container by container, largest first.
+MIN_DEFAULT_LAYERS = 3
+# Inside an opened container a bare convolution is shown after the activation that follows
+# it (VGG's conv1_1 is read after its ReLU, as the field's atlases show it).
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU)
+_NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+_NOT_FEATURE_NAMES = {"Permute", "Flatten", "StochasticDepth"}  # torchvision helpers that repeat a map
 
-def default_layer_names(module: nn.Module) -> list[str]:
-    """The top-level blocks that may produce feature maps (shapes are checked later)."""
-    return [name for name, child in module.named_children() if not isinstance(child, _NOT_FEATURE_BLOCKS)]
 
-
-def feature_layers(module: nn.Module, input_size: int, candidates: Sequence[str]) -> list[LayerInfo]:
-    """Run one forward pass on a blank input and keep the candidates that output (1, C, H, W)
-    feature maps, in the order the forward pass reaches them."""
+def module_shapes(module: nn.Module, input_size: int) -> dict[str, tuple[int, ...]]:
+    """The output shape of every named module on a blank input, in the order the forward pass
+    reaches them (a module that is never called, a ModuleList say, is absent)."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    shapes = output_shapes(module, torch.zeros(1, 3, input_size, input_size, device=device), candidates)
-    return [LayerInfo(name, shape[1], shape[2], shape[3]) for name, shape in shapes.items() if len(shape) == 4]
+    names = [name for name, _ in module.named_modules() if name]
+    return output_shapes(module, torch.zeros(1, 3, input_size, input_size, device=device), names)
+
+
+def _is_block(child: nn.Module) -> bool:
+    return not isinstance(child, _NOT_FEATURE_BLOCKS) and type(child).__name__ not in _NOT_FEATURE_NAMES
+
+
+def _blocks(prefix: str, parent: nn.Module, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """The children of `parent` that output feature maps; containers that are never called
+    themselves (ModuleList) are opened at once."""
+    names: list[str] = []
+    after_leaf = False  # the last name kept is a bare layer that norms/activations may follow
+    for child_name, child in parent.named_children():
+        name = f"{prefix}.{child_name}" if prefix else child_name
+        if prefix and after_leaf and isinstance(child, _ACTIVATIONS) and name in shapes:
+            names[-1] = name
+            continue
+        if prefix and after_leaf and isinstance(child, _NORMS):
+            continue
+        after_leaf = False
+        if not _is_block(child):
+            continue
+        if name not in shapes:
+            names += _blocks(name, child, shapes)
+        elif layout_of(shapes[name]) is not None:
+            names.append(name)
+            after_leaf = not any(True for _ in child.children())
+    return names
+
+
+def default_layer_names(module: nn.Module, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """The model's blocks: its top-level modules that output feature maps, with the largest
+    container opened up while there are fewer than MIN_DEFAULT_LAYERS (VGG's convolutions,
+    EfficientNet's and ConvNeXt's stages, DenseNet's dense blocks, a ViT's encoder blocks)."""
+    modules = dict(module.named_modules())
+
+    def inner(name: str) -> list[str]:
+        """The blocks inside `name`, through wrappers of one block (a ViT's encoder.layers)."""
+        found = _blocks(name, modules[name], shapes)
+        while len(found) == 1 and _blocks(found[0], modules[found[0]], shapes):
+            found = _blocks(found[0], modules[found[0]], shapes)
+        return found if len(found) > 1 else []
+
+    names = _blocks("", module, shapes)
+    while len(names) < MIN_DEFAULT_LAYERS:
+        opened = {name: inner(name) for name in names}
+        openable = [name for name in names if opened[name]]
+        if not openable:
+            break
+        largest = max(openable, key=lambda name: sum(p.numel() for p in modules[name].parameters()))
+        at = names.index(largest)
+        names[at:at + 1] = opened[largest]
+    order = list(shapes)
+    return sorted(names, key=order.index)
+
+
+def feature_layers(shapes: dict[str, tuple[int, ...]], candidates: Sequence[str]) -> list[LayerInfo]:
+    """The candidates whose outputs are feature maps, in the order the forward pass reaches them."""
+    layers = []
+    for name, shape in shapes.items():
+        layout = layout_of(shape) if name in candidates else None
+        if layout is not None:
+            layers.append(LayerInfo(name, *map_shape(shape, layout), layout=layout))
+    return layers
 
 
 def select_layers(loaded: LoadedModel) -> list[LayerInfo]:
-    """The configured layers: glob patterns over dotted module names, or the default blocks."""
+    """The configured layers: glob patterns over dotted module names, or the default blocks.
+    Their layouts are declared on the model, so every forward pass hands out maps."""
     config, module = loaded.config, loaded.module
-    names = [name for name, _ in module.named_modules() if name]
+    shapes = _shapes_or_fail(loaded)
     if config.layers is None:
-        candidates = default_layer_names(module)
+        candidates = default_layer_names(module, shapes)
     else:
+        names = [name for name, _ in module.named_modules() if name]
         problems = []
         candidates = []
         for i, pattern in enumerate(config.layers):
             matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
             if not matched:
-                problems.append((f"{config.path}.layers[{i}]", f"no layer matches {pattern!r}; layers: {_layer_hint(loaded)}"))
+                problems.append((f"{config.path}.layers[{i}]", f"no layer matches {pattern!r}; layers: {_layer_hint(module, shapes)}"))
             candidates += [name for name in matched if name not in candidates]
         if problems:
             raise ConfigError(problems)
-    try:
-        layers = feature_layers(module, loaded.preprocess.input_size, candidates)
-    except RuntimeError as exc:
-        raise AtlasError(
-            f"{config.path}: the model fails on a {loaded.preprocess.input_size}x{loaded.preprocess.input_size} input "
-            f"({str(exc).splitlines()[0]}); set input_size to a size the model accepts"
-        ) from exc
+    layers = feature_layers(shapes, candidates)
     if config.layers is not None:
         skipped = [name for name in candidates if name not in {layer.name for layer in layers}]
         if skipped:
             log.info("%s: skipping modules that do not output feature maps: %s", config.name, ", ".join(skipped[:8]))
     if not layers:
-        raise AtlasError(f"{config.path}: none of the selected modules outputs a feature map (N, C, H, W)")
+        raise AtlasError(f"{config.path}: none of the selected modules outputs a feature map "
+                         "(batch, channels, height, width), a channels-last map or a sequence of patch tokens")
+    declare_layouts(module, {layer.name: layer.layout for layer in layers})
     _check_channels(config, layers)
     return layers
 
 
-def _layer_hint(loaded: LoadedModel) -> str:
-    """The default layers, to show when a pattern matches nothing."""
-    names = default_layer_names(loaded.module)
+def _shapes_or_fail(loaded: LoadedModel) -> dict[str, tuple[int, ...]]:
+    size = loaded.preprocess.input_size
     try:
-        names = [layer.name for layer in feature_layers(loaded.module, loaded.preprocess.input_size, names)]
-    except RuntimeError:
-        pass
+        return module_shapes(loaded.module, size)
+    except Exception as exc:  # a model's own checks raise anything (AssertionError, ValueError, ...)
+        raise AtlasError(
+            f"{loaded.config.path}: the model fails on a {size}x{size} input "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); set input_size to a size the model accepts"
+        ) from exc
+
+
+def _layer_hint(module: nn.Module, shapes: dict[str, tuple[int, ...]]) -> str:
+    """The default layers, to show when a pattern matches nothing."""
+    names = [layer.name for layer in feature_layers(shapes, default_layer_names(module, shapes))]
     shown = ", ".join(names[:24]) + (" ..." if len(names) > 24 else "")
-    return f"{shown} (or any dotted module name; `atlasgen layers` lists them)"
+    return f"{shown} (or any dotted module name; `atlasgen layers --all` lists them)"
 
 
 def _check_channels(config: ModelConfig, layers: Sequence[LayerInfo]) -> None:
@@ -201,3 +244,30 @@ def _check_channels(config: ModelConfig, layers: Sequence[LayerInfo]) -> None:
     smallest = min(layers, key=lambda layer: layer.channels)
     if config.channels[0] >= smallest.channels:
         raise ConfigError([(f"{config.path}.channels", f"range {config.channels[0]}:{config.channels[1]} starts past the last channel of {smallest.name} ({smallest.channels} channels)")])
+
+
+# ---------------------------------------------------------------- input sizes
+
+
+def input_sizes(module: nn.Module, layers: Sequence[LayerInfo], input_size: int) -> tuple[int, bool]:
+    """(smallest, fixed): the smallest square input the model accepts up to its deepest selected
+    layer, and whether `input_size` is the only size it accepts (a vision transformer's).
+    Sizes are found by trying forward passes, so any model's own checks are respected."""
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    names = [layer.name for layer in layers]
+
+    def accepts(size: int) -> bool:
+        try:
+            with torch.no_grad():
+                forward_layers(module, torch.zeros(1, 3, size, size, device=device), names)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not this size"
+            return False
+
+    low, high = 8, input_size  # high is known to work: the layers were found at it
+    if accepts(low):
+        return low, False
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if accepts(middle) else (middle, high)
+    return high, high == input_size and not accepts(input_size + 16)

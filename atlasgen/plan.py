@@ -39,6 +39,7 @@ class LayerInfo:
     channels: int
     height: int  # feature map size for the model's input size
     width: int
+    layout: str = "nchw"  # how the module lays its output out (atlasgen.hooks)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,38 @@ _ADAPTIVE_MAX_POOLS = {F.adaptive_max_pool1d: F.adaptive_avg_pool1d,
                        F.adaptive_max_pool3d: F.adaptive_avg_pool3d}
 
 
+_MULTIPLY = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.mul_,
+             torch.Tensor.__imul__}
+
+
+def _is_constant(t) -> bool:
+    return isinstance(t, torch.Tensor) and (isinstance(t, nn.Parameter) or not t.requires_grad)
+
+
+def _depends_on_input(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.requires_grad and not isinstance(t, nn.Parameter)
+
+
+def _gate_held(a, b) -> tuple:
+    """A map multiplied by a per-channel gate computed from the whole map (squeeze-and-excitation:
+    (N, C, 1, 1) times (N, C, H, W)) is treated as the map alone: the gate rescales what a unit
+    sees, it does not widen it. Without this, every unit after the first SE block would "see"
+    the whole image through the global pooling, and its patches would be the whole image. (A
+    gate of ones, not the twin's gate: multiplying the twin's map by its own mean at every
+    block squares its values until they overflow.)"""
+    # A learned scale (ConvNeXt's layer_scale) may be negative: its size, not its sign, keeps positivity.
+    if _is_constant(a) and _depends_on_input(b):
+        return a.abs(), b
+    if _is_constant(b) and _depends_on_input(a):
+        return a, b.abs()
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == b.dim() == 4:
+        if a.shape[-2:] == (1, 1) and b.shape[-2:] != (1, 1):
+            return torch.ones_like(a), b
+        if b.shape[-2:] == (1, 1) and a.shape[-2:] != (1, 1):
+            return a, torch.ones_like(b)
+    return a, b
+
+
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
     if len(args) > index:
         return args[index]
@@ -95,6 +127,14 @@ class _PositiveGeometry(TorchFunctionMode):
             return _ADAPTIVE_MAX_POOLS[func](args[0], _arg(args, kwargs, 1, "output_size"))
         if func is F.linear:
             return self._linear(args, kwargs)
+        if func in _MULTIPLY and len(args) == 2:
+            return func(*_gate_held(*args), **kwargs)
+        if func is F.multi_head_attention_forward:  # (L, N, E) query, key, value
+            query, value = args[0], args[2]
+            return value.mean(dim=0, keepdim=True).expand(query.shape[0], *value.shape[1:]), None
+        if func is F.scaled_dot_product_attention:  # (..., L, E) query, key, value
+            query, value = args[0], args[2]
+            return value.mean(dim=-2, keepdim=True).expand(*query.shape[:-1], value.shape[-1])
         return func(*args, **kwargs)
 
     def _conv(self, func, args, kwargs, transposed: bool):
@@ -135,7 +175,10 @@ class _PositiveGeometry(TorchFunctionMode):
 
     def _linear(self, args, kwargs):
         x, weight = args[0], _arg(args, kwargs, 1, "weight")
-        out_features = weight.shape[0]
+        # Geometry mode keeps one feature (ConvNeXt's and Swin's MLPs would otherwise bring
+        # every channel back at each block); a model that needs the true count fails and is
+        # probed again with all channels.
+        out_features = 1 if self.collapse else weight.shape[0]
         mean = x.mean(dim=-1, keepdim=True)
         return mean.expand(*x.shape[:-1], out_features)
 
@@ -211,13 +254,14 @@ def _solve_axis(probe: _Probe, axis: int) -> tuple[int | None, int | None, int |
             for b in range(len(index)):
                 if stride is None and index[b] > index[a] and free[a] and free[b]:
                     stride = (edges[b] - edges[a]) // (index[b] - index[a])
-    if stride is None:
+    # Neighbours that see the same pixels (windowed attention) have no field that moves with them.
+    if stride is None or stride <= 0:
         return None, None, None
     offsets = {start[a] - index[a] * stride for a in range(len(index)) if start[a] > 0}
     ends = {end[a] - index[a] * stride for a in range(len(index)) if end[a] < n}
-    if len(offsets) > 1 or len(ends) > 1:
-        log.warning("receptive field is not the same for every unit (offsets %s, ends %s); using the centre's",
-                    sorted(offsets), sorted(ends))
+    if len(offsets) > 1 or len(ends) > 1:  # border units of ceil-mode pools see less
+        log.debug("receptive field differs at the border (offsets %s, ends %s); using the centre's",
+                  sorted(offsets), sorted(ends))
     offset = start[0] - index[0] * stride if start[0] > 0 else (min(offsets) if offsets else None)
     end0 = end[0] - index[0] * stride if end[0] < n else (max(ends) if ends else None)
     if offset is None or end0 is None:
@@ -244,7 +288,9 @@ def _clipped_field(probe: _Probe) -> ReceptiveField:
     """Fallback when the field never fits in any probe: what the centre unit sees at the input size."""
     top, left, bottom, right = probe.supports[0]
     rows, cols = _solve_axis(probe, 0), _solve_axis(probe, 1)
-    stride = (rows[0] or probe.input_size, cols[0] or probe.input_size)
+    # No two units' edges were seen inside the input: the stride is the input's size over the map's.
+    stride = (rows[0] or max(1, round(probe.input_size / probe.map_size[0])),
+              cols[0] or max(1, round(probe.input_size / probe.map_size[1])))
     centre = probe.units[0]
     offset = (top - centre[0] * stride[0], left - centre[1] * stride[1])
     return ReceptiveField(size=(bottom - top, right - left), stride=stride, offset=offset, covers_input=True)
@@ -283,10 +329,13 @@ def _probe_all(model: nn.Module, layers: list[str], input_size: int,
         collapse = False
         base = _run_probes(model, layers, input_size, device, collapse=False)
     probes = {name: [base[name]] for name in layers}
+    # Probing every channel at 2x and 4x the input takes minutes and gigabytes for a transformer:
+    # fields that do not fit at the input size are then reported as covering it.
+    scales = PROBE_SCALES if collapse else PROBE_SCALES[:1]
     fields: dict[str, ReceptiveField] = {}
     # A single unit seeing the whole input (global pooling, fully connected) sees all of any larger input too.
     unbounded = {name for name in layers if base[name].map_size == (1, 1) and _centre_clipped(base[name])}
-    for scale in PROBE_SCALES:
+    for scale in scales:
         if scale > 1:
             pending = [name for name in layers if name not in fields and name not in unbounded]
             if not pending:

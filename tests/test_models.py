@@ -5,7 +5,7 @@ import torch
 
 from atlasgen.config import load_config
 from atlasgen.errors import AtlasError, ConfigError
-from atlasgen.models import build_model, check_models, default_layer_names, select_layers
+from atlasgen.models import build_model, check_models, default_layer_names, module_shapes, select_layers
 
 FACTORY = '''
 import torch
@@ -46,7 +46,7 @@ def config_for(tmp_path, model_toml):
 def test_factory_model_layers(tmp_path):
     config = config_for(tmp_path, 'name = "n"\narch = "nets.py:net"\ninput_size = 32\n')
     loaded = build_model(config.models[0])
-    assert default_layer_names(loaded.module) == ["stem", "block"]
+    assert default_layer_names(loaded.module, module_shapes(loaded.module, 32)) == ["stem", "block"]
     layers = select_layers(loaded)
     assert [(l.name, l.channels, l.height) for l in layers] == [("stem", 4, 32), ("block", 6, 16)]
     assert not loaded.module.training
@@ -63,7 +63,7 @@ def test_layer_glob_that_matches_nothing(tmp_path):
     config = config_for(tmp_path, 'name = "n"\narch = "nets.py:net"\nlayers = ["stem", "conv9"]\n')
     with pytest.raises(ConfigError) as info:
         select_layers(build_model(config.models[0]))
-    assert info.value.problems == [("models[0].layers[1]", "no layer matches 'conv9'; layers: stem, block (or any dotted module name; `atlasgen layers` lists them)")]
+    assert info.value.problems == [("models[0].layers[1]", "no layer matches 'conv9'; layers: stem, block (or any dotted module name; `atlasgen layers --all` lists them)")]
 
 
 @pytest.mark.parametrize("wrap", ["plain", "checkpoint", "dataparallel"])

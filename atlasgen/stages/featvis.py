@@ -58,13 +58,15 @@ class FeatureVisualization(Stage):
 
     def compute(self, run, plan, tasks):
         from atlasgen.featvis import visualize_channels
+        from atlasgen.hooks import input_resized
 
         loaded, settings = plan.loaded, plan.config.stages.visualize
         by_layer: dict[str, list] = {}
         for task in tasks:
             by_layer.setdefault(task.layer, []).append(task)
         total = len(tasks) * images_per_channel(settings) * settings.steps  # image-steps, as featvis reports them
-        with run.bar(total, f"{plan.config.name}: feature visualization", "img-step") as bar:
+        fitted = input_resized(loaded.module, loaded.smallest_input, loaded.fixed_input)
+        with fitted, run.bar(total, f"{plan.config.name}: feature visualization", "img-step") as bar:
             for layer, layer_tasks in by_layer.items():
                 for start in range(0, len(layer_tasks), CHUNK):
                     run.check_stop()
