@@ -154,9 +154,10 @@ def _blocks(prefix: str, parent: nn.Module, shapes: dict[str, tuple[int, ...]]) 
 
 
 def default_layer_names(module: nn.Module, shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    """The model's blocks: its top-level modules that output feature maps, with the largest
-    container opened up while there are fewer than MIN_DEFAULT_LAYERS (VGG's convolutions,
-    EfficientNet's and ConvNeXt's stages, DenseNet's dense blocks, a ViT's encoder blocks)."""
+    """The model's blocks: its top-level modules that output feature maps, with the one plain
+    container among them opened (VGG's convolutions, EfficientNet's, ConvNeXt's and timm's
+    stages, DenseNet's dense blocks), then the largest container opened while there are fewer
+    than MIN_DEFAULT_LAYERS (a ViT's encoder blocks)."""
     modules = dict(module.named_modules())
 
     def inner(name: str) -> list[str]:
@@ -167,6 +168,15 @@ def default_layer_names(module: nn.Module, shapes: dict[str, tuple[int, ...]]) -
         return found if len(found) > 1 else []
 
     names = _blocks("", module, shapes)
+    # The one plain container among the blocks holds the network's stages (timm's `blocks`,
+    # torchvision's `features`); several plain containers side by side are the stages (ResNet).
+    while True:
+        plain = [name for name in names if type(modules[name]) in (nn.Sequential, nn.ModuleList)]
+        stages = inner(plain[0]) if len(plain) == 1 else []
+        if not stages:
+            break
+        at = names.index(plain[0])
+        names[at:at + 1] = stages
     while len(names) < MIN_DEFAULT_LAYERS:
         opened = {name: inner(name) for name in names}
         openable = [name for name in names if opened[name]]

@@ -11,10 +11,39 @@ from atlasgen.errors import AtlasError
 from atlasgen.sources import Built, Source, register
 
 
+# torchvision's other model families, each with the sentence that says what to do instead.
+_OTHER_TASKS = {
+    "segmentation": "its backbone is an image network: return it from a factory, for example "
+                    "`def backbone(): return torchvision.models.segmentation.{arch}(weights=None, weights_backbone=None).backbone` "
+                    'in nets.py, and set arch = "nets.py:backbone" (backbone outputs are dicts: name its inner layers in `layers`)',
+    "detection": "its backbone is an image network: return it from a factory, for example "
+                 "`def backbone(): return torchvision.models.detection.{arch}(weights=None, weights_backbone=None).backbone.body` "
+                 'in nets.py, and set arch = "nets.py:backbone"',
+    "video": "it reads clips (batch, channels, time, height, width), and atlasgen visualizes models of single images",
+    "optical_flow": "it reads pairs of frames, and atlasgen visualizes models of single images",
+    "quantization": "quantized models run integer kernels that have no gradients to optimize images with; "
+                    "use its float twin {float_arch!r} with the same weights",
+}
+
+
+def _other_task(arch: str) -> str | None:
+    import torchvision
+
+    for task, advice in _OTHER_TASKS.items():
+        if arch in torchvision.models.list_models(module=getattr(torchvision.models, task)):
+            float_arch = arch.removeprefix("quantized_")
+            return (f"{arch!r} is a torchvision {task.replace('_', ' ')} model, not an image classifier; "
+                    + advice.format(arch=arch, float_arch=float_arch))
+    return None
+
+
 def _check(config) -> list[tuple[str, str]]:
     import torchvision
 
-    names = set(torchvision.models.list_models())
+    names = set(torchvision.models.list_models(module=torchvision.models))
+    other = _other_task(config.arch)
+    if other:
+        return [(f"{config.path}.arch", other)]
     if config.arch not in names:
         close = difflib.get_close_matches(config.arch, sorted(names), n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -46,7 +75,8 @@ def _build(config) -> Built:
         meta = chosen.transforms()
         preprocess = Preprocess(input_size=int(meta.crop_size[0]), mean=tuple(meta.mean), std=tuple(meta.std))
         return Built(module, preprocess, f"torchvision:{arch}:{chosen}:{chosen.url}", "")
-    # Auxiliary heads only matter in training; without them a plain state_dict of the main network loads.
+    # Auxiliary heads only matter in training: the model is built without them, and a checkpoint
+    # that has them loads with them left out (atlasgen.checkpoints).
     kwargs = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
     return Built(torchvision.models.get_model(arch, weights=None, **kwargs), None, "", "random initialization")
 
