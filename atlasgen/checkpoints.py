@@ -130,19 +130,18 @@ def _find_state_dict(data: object, steps: list[str]) -> dict[str, torch.Tensor] 
 
 
 def _fit(module: nn.Module, reading: Reading) -> Reading:
-    """Undo prefixes while that matches more of the model's keys, then drop auxiliary heads the
-    model does not have."""
+    """Undo prefixes that every key has and the model's own keys do not, then drop auxiliary
+    heads the model does not have."""
     own = set(module.state_dict())
     state, steps = reading.state, list(reading.steps)
     changed = True
     while changed:
         changed = False
         for prefix in PREFIXES:
-            if state and all(key.startswith(prefix) for key in state):
-                stripped = {key[len(prefix):]: value for key, value in state.items()}
-                if len(own & set(stripped)) > len(own & set(state)):
-                    state, changed = stripped, True
-                    steps.append(f"prefix {prefix!r} removed")
+            if state and all(key.startswith(prefix) for key in state) and not all(key.startswith(prefix) for key in own):
+                state = {key[len(prefix):]: value for key, value in state.items()}
+                changed = True
+                steps.append(f"prefix {prefix!r} removed")
     aux = [key for key in state if key.startswith(AUX_HEADS) and key not in own]
     if aux:
         state = {key: value for key, value in state.items() if key not in aux}

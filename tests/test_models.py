@@ -124,3 +124,90 @@ def test_demo_model_layers(tmp_path):
     layers = select_layers(loaded)
     assert [l.name for l in layers] == ["conv1", "conv2", "conv3", "conv4"]
     assert 100 <= sum(l.channels for l in layers) <= 300
+
+
+# ---------------------------------------------------------------- checkpoints as people have them
+
+
+def saved_net(tmp_path, transform) -> tuple[dict, str]:
+    """A state_dict of the factory's net (shifted so it differs from the initialization), saved
+    in the form `transform` gives it; returns the state and the weights file's name."""
+    source = build_model(config_for(tmp_path, 'name = "n"\narch = "nets.py:net"\n').models[0]).module
+    state = {k: v + 1.0 for k, v in source.state_dict().items()}
+    torch.save(transform(state), tmp_path / "w.pt")
+    return state, "w.pt"
+
+
+@pytest.mark.parametrize("form", [
+    lambda s: {f"_orig_mod.{k}": v for k, v in s.items()},  # torch.compile
+    lambda s: {f"module._orig_mod.{k}": v for k, v in s.items()},  # DDP around torch.compile
+    lambda s: {"epoch": 9, "optimizer": {"lr": 0.1}, "model_ema": s},  # timm training checkpoint
+    lambda s: {"model_state_dict": {f"model.{k}": v for k, v in s.items()}},  # Lightning-style prefix
+], ids=["compile", "ddp-compile", "ema", "lightning"])
+def test_checkpoint_forms_load(tmp_path, form):
+    state, name = saved_net(tmp_path, form)
+    loaded = build_model(config_for(tmp_path, f'name = "n"\narch = "nets.py:net"\nweights = "{name}"\n').models[0])
+    assert torch.equal(loaded.module.stem.weight, state["stem.weight"])
+
+
+def test_whole_pickled_torchvision_model_loads_without_running_code(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    model = torchvision.models.squeezenet1_1()
+    torch.save(model, tmp_path / "whole.pt")
+    path = tmp_path / "atlas.toml"
+    path.write_text('[[models]]\nname = "s"\narch = "squeezenet1_1"\nweights = "whole.pt"\n')
+    loaded = build_model(load_config(path).models[0])
+    assert torch.equal(loaded.module.features[0].weight, model.features[0].weight)
+
+
+def test_whole_pickle_of_a_users_class_is_refused_with_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "nets.py").write_text(FACTORY)
+    import importlib
+
+    nets = importlib.import_module("nets")
+    torch.save(nets.net(), tmp_path / "whole.pt")
+    config = config_for(tmp_path, 'name = "n"\narch = "nets.py:net"\nweights = "whole.pt"\n')
+    with pytest.raises(AtlasError, match=r"models\[0\].weights: whole.pt is a pickled object that names classes outside "
+                                         r"torch and torchvision \(nets.Net\).*torch.save\(model.state_dict\(\), path\)"):
+        build_model(config.models[0])
+
+
+def test_safetensors_file(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    source = build_model(config_for(tmp_path, 'name = "n"\narch = "nets.py:net"\n').models[0]).module
+    state = {k: (v + 2.0).contiguous() for k, v in source.state_dict().items()}
+    safetensors.save_file(state, str(tmp_path / "w.safetensors"))
+    loaded = build_model(config_for(tmp_path, 'name = "n"\narch = "nets.py:net"\nweights = "w.safetensors"\n').models[0])
+    assert torch.equal(loaded.module.stem.weight, state["stem.weight"])
+
+
+def test_another_architectures_weights_name_the_key_path_and_shapes(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.squeezenet1_0().state_dict(), tmp_path / "sq10.pt")
+    path = tmp_path / "atlas.toml"
+    path.write_text('[[models]]\nname = "s"\narch = "squeezenet1_1"\nweights = "sq10.pt"\n')
+    with pytest.raises(AtlasError, match=r"^models\[0\].weights: sq10.pt does not match the architecture: missing .*; shape differs "
+                                         r"features.0.weight \(96, 3, 7, 7\) vs \(64, 3, 3, 3\)"):
+        build_model(load_config(path).models[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, aux", [("googlenet", "aux1"), ("inception_v3", "AuxLogits")])
+def test_default_constructor_checkpoints_with_auxiliary_heads_load(tmp_path, arch, aux):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None, init_weights=False)  # aux heads, as trained
+    state = model.state_dict()
+    assert any(key.startswith(aux + ".") for key in state)
+    torch.save({"epoch": 1, "state_dict": state}, tmp_path / "trained.pth")
+    path = tmp_path / "atlas.toml"
+    path.write_text(f'[[models]]\nname = "m"\narch = "{arch}"\nweights = "trained.pth"\n')
+    loaded = build_model(load_config(path).models[0])
+    first = next(iter(loaded.module.state_dict()))
+    assert torch.equal(loaded.module.state_dict()[first], state[first])
+    assert not any(name.startswith(aux) for name, _ in loaded.module.named_modules())

@@ -71,3 +71,67 @@ def test_family_layers_and_receptive_fields(arch, size, expected, last_layout):
         # Exact, except the last pixels of the input that an unpadded strided layer never reads.
         assert all(p == a or (p in (0, size) and abs(p - a) <= 3) for p, a in zip(predicted, actual)), (name, predicted, actual)
         assert fields[name].covers_input == (predicted == (0, 0, size, size) or fields[name].covers_input)
+
+
+ATLAS = """
+[site]
+title = "zoo"
+[build]
+device = "cpu"
+[visualize]
+objectives = ["channel", "neuron"]
+size = 40
+steps = 2
+[examples]
+top_k = 2
+bottom_k = 1
+patch_size = 32
+[[models]]
+name = "m"
+arch = "{arch}"
+{weights}
+input_size = {size}
+channels = "0:1"
+dataset = "{images}"
+"""
+
+# The models the field's atlases are about, from the checkpoints people have; a fixed-size
+# transformer; a channels-last one; timm. (arch, input size, checkpoint to write or None)
+ATLASES = [
+    ("googlenet", 64, "aux"),
+    ("inception_v3", 80, "aux"),  # 80 px: Mixed_7c needs 75; the visualization's 20 px octave is upsampled
+    ("nets.py:vit", 32, None),  # accepts only 32 px: visualized at 32, not 40
+    ("nets.py:swin", 32, None),
+]
+if HAS_TIMM:
+    ATLASES.append(("timm:resnet18", 64, None))
+
+
+@pytest.mark.parametrize("arch, size, checkpoint", ATLASES, ids=[a[0] for a in ATLASES])
+def test_one_channel_atlas(tmp_path, arch, size, checkpoint):
+    import json
+
+    import torchvision
+
+    from atlasgen.build import BuildOptions, build
+    from atlasgen.config import load_config
+    from atlasgen.demo import write_demo_dataset
+
+    images = write_demo_dataset(tmp_path / "images", count=6, seed=3)
+    weights = ""
+    if checkpoint == "aux":  # the default constructor, auxiliary heads and all, as a training run saves it
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(arch, weights=None, init_weights=False)
+        torch.save({"epoch": 1, "model": model.state_dict()}, tmp_path / "trained.pth")
+        weights = 'weights = "trained.pth"'
+    (tmp_path / "atlas.toml").write_text(ATLAS.format(arch=arch, weights=weights, size=size, images=images))
+    summary = build(load_config(tmp_path / "atlas.toml"), BuildOptions(progress=False))
+    site = tmp_path / "site" / "m"
+    layers = json.loads((site / "index.json").read_text()) if (site / "index.json").is_file() else None
+    pages = sorted(p.parent.parent.name for p in site.glob("*/0/index.html"))
+    assert summary.computed["featvis"] == len(pages) >= 3
+    for page in pages:
+        unit = site / page / "0"
+        pngs = sorted(p.name for p in unit.rglob("*.png")) + sorted(p.name for p in (site / page).rglob("*.png"))
+        assert any("channel" in name for name in pngs), (page, pngs)
+    assert layers is None or layers
