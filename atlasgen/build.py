@@ -180,6 +180,8 @@ def _check_folders(config: Config, options: BuildOptions) -> None:
     if options.ranks.main:
         claim_output(output, options.adopt, "--output" if options.output is not None else "site.output")
     check_cache(config.site.cache)
+    if options.dry_run:
+        return
     removed = clean_leftovers(config.site.cache, recursive=True, depth=CACHE_LINK_DEPTH)
     if removed:
         log.info("removed %d temporary files left in the cache by builds that were stopped", removed)

@@ -23,7 +23,7 @@ from PIL import Image
 from atlasgen.atomic import clean_leftovers, replace_with
 from atlasgen.digest import file_digest, file_sha256
 from atlasgen.errors import AtlasError
-from atlasgen.folders import MANIFEST_NAME, SHOWN, inside_without_links
+from atlasgen.folders import MANIFEST_NAME, SHOWN, inside_without_links, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ class SiteWriter:
             raise AtlasError(
                 f"the site would need {clashes[0]!r} as both a file and a folder: a model or layer is named like a page file; rename it"
             )
+        latest = read_manifest(self.output)  # a build writing this folder at the same time adds to it
+        if latest:
+            self.previous = {**latest, **self.previous}
         foreign, linked = [], []
         for rel in sorted(self.planned):
             path = self.output / rel
@@ -93,6 +96,8 @@ class SiteWriter:
         return the stale files removed."""
         self.check()
         self.output.mkdir(parents=True, exist_ok=True)
+        # Listed before they are written: a build killed halfway leaves a folder still known as atlasgen's.
+        self._write_manifest(generator, {rel: self.previous.get(rel, {}) for rel in {*self.previous, *self.planned}})
         for rel, content in sorted(self.planned.items()):
             if isinstance(content, Path):
                 self._copy(rel, content)
@@ -100,10 +105,13 @@ class SiteWriter:
                 self._write(rel, content)
         removed = self._remove_stale()
         clean_leftovers(self.output, recursive=True)
-        manifest = {"generator": generator, "files": dict(sorted(self.records.items()))}
+        self._write_manifest(generator, self.records)
+        return removed
+
+    def _write_manifest(self, generator: str, files: dict[str, dict]) -> None:
+        manifest = {"generator": generator, "files": dict(sorted(files.items()))}
         data = (json.dumps(manifest, indent=0, sort_keys=True) + "\n").encode()
         replace_with(self.output / MANIFEST_NAME, lambda tmp: tmp.write_bytes(data))
-        return removed
 
     def _write(self, rel: str, data: bytes) -> None:
         """Write only when the content changed, so unchanged pages keep their mtime."""
