@@ -106,7 +106,12 @@ class Cache:
                     shutil.rmtree(tmp, ignore_errors=True)
                 else:
                     _discard(final)
-                    os.rename(tmp, final)
+                    try:
+                        os.rename(tmp, final)
+                    except OSError:  # a third writer replaced it first: keep theirs if whole
+                        if _verify(final, kind, key) is not None:
+                            raise
+                        shutil.rmtree(tmp, ignore_errors=True)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise_if_full(exc, self.root, needed)
