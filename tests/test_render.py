@@ -466,3 +466,19 @@ def test_browser_checks_pass_on_fixture_site(cache: Path, tmp_path: Path) -> Non
     assert run.returncode == 0, output[-4000:]
     assert "site checks passed" in output
     assert (tmp_path / "artifacts" / "layer-light.png").stat().st_size > 1000
+
+
+def test_writer_refuses_a_link_that_appears_after_the_folder_was_checked(tmp_path: Path) -> None:
+    from atlasgen.render.writer import SiteWriter
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "demo").symlink_to(elsewhere, target_is_directory=True)
+    writer = SiteWriter(out, {"demo/index.html": {}})
+    writer.write_text("index.html", "atlas")
+    writer.write_text("demo/index.html", "model")
+    with pytest.raises(AtlasError, match="demo/index.html .* leads through a symbolic link; nothing was written"):
+        writer.commit("atlasgen test")
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in out.iterdir()) == ["demo"]

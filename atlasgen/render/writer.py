@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import shutil
 from pathlib import Path
 
@@ -75,9 +76,13 @@ class SiteWriter:
         if latest:
             self.previous = {**latest, **self.previous}
         foreign, linked = [], []
+        safe_folders: dict[str, bool] = {}  # each folder's chain of parents checked once
         for rel in sorted(self.planned):
             path = self.output / rel
-            if Path(rel).is_absolute() or not inside_without_links(self.output, path) or path.is_symlink():
+            parent = posixpath.dirname(rel)
+            if parent not in safe_folders:
+                safe_folders[parent] = not Path(rel).is_absolute() and inside_without_links(self.output, path)
+            if not safe_folders[parent] or path.is_symlink():
                 linked.append(rel)
             elif (path.exists() or path.is_symlink()) and (rel not in self.previous or path.is_dir()):
                 foreign.append(rel)
