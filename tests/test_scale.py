@@ -235,7 +235,7 @@ def test_four_builds_at_once_on_a_fresh_cache_all_succeed_alike(tmp_path):
     assert "nothing to compute" in check.stdout
 
 
-def test_a_killed_builds_leftovers_are_removed_by_the_next_build(tmp_path, images):
+def test_a_killed_builds_leftovers_are_removed_by_clean(tmp_path, images):
     config = project(tmp_path, images, steps=60, channels=8)
     proc = subprocess.Popen([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "-q"], cwd=tmp_path,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
