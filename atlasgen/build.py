@@ -45,6 +45,7 @@ class BuildOptions:
     device: str | None = None
     ranks: distributed.Ranks = field(default_factory=distributed.Ranks)
     progress: bool = True
+    adopt: bool = False  # build into a folder of someone else's files, never replacing them
 
 
 @dataclass
@@ -77,6 +78,7 @@ def build(config: Config, options: BuildOptions | None = None) -> BuildSummary:
     summary = BuildSummary()
     ranks = options.ranks
     _check_only_model(config, options.only)
+    _check_folders(config, options)
     cache = Cache(config.site.cache)
     plan_key = plan_key_for(config, cache)
     if _render_from_saved_plan(config, cache, plan_key, options, summary):
@@ -165,6 +167,27 @@ def _config_source(config: Config) -> Iterator[None]:
         raise ConfigError(exc.problems, source=str(config.path)) from None
 
 
+def _check_folders(config: Config, options: BuildOptions) -> None:
+    """Before any work: the output folder is atlasgen's (or adopted), apart from the cache,
+    and neither holds links; leftovers of killed builds are removed from the cache."""
+    from atlasgen.atomic import clean_leftovers
+    from atlasgen.folders import CACHE_LINK_DEPTH, check_cache, claim_output, path_problems
+
+    if options.output is not None:
+        problems = path_problems(options.output, config.site.cache, config.root)
+        if problems:
+            raise AtlasError(f"--output: {problems[0]}")
+    output = options.output or config.site.output
+    if options.ranks.main:
+        claim_output(output, options.adopt, "--output" if options.output is not None else "site.output")
+    check_cache(config.site.cache)
+    if options.dry_run:
+        return
+    removed = clean_leftovers(config.site.cache, recursive=True, depth=CACHE_LINK_DEPTH)
+    if removed:
+        log.info("removed %d temporary files left in the cache by builds that were stopped", removed)
+
+
 def _check_writable(folder: Path, what: str, fix: str) -> None:
     """Fail before any work if results could not be written."""
     try:
@@ -236,8 +259,14 @@ def _prepare_model(model: ModelConfig, config: Config, cache: Cache, device: tor
     from atlasgen.data import dataset_fingerprint
     from atlasgen.models import build_model, input_sizes, select_layers
 
+    from atlasgen.render.pages import reserved_layer_names
+
     loaded = build_model(model)
     layers = select_layers(loaded)
+    clashes = [layer.name for layer in layers if layer.name.lower() in reserved_layer_names()]
+    if clashes:
+        raise AtlasError(f"{model.path}: layer {clashes[0]!r} is named like a page file of the model's folder; "
+                         "select layers with other names (models[].layers)")
     loaded.smallest_input, loaded.fixed_input = input_sizes(loaded.module, layers, loaded.preprocess.input_size)
     model = _sized_for(model, loaded)
     loaded.module.to(device)
@@ -282,7 +311,8 @@ def _render(config: Config, plans: Sequence[ModelPlan], cache: Cache, options: B
     from atlasgen.render import render_site
 
     output = options.output or config.site.output
-    report = render_site(site_data(config, plans, cache), output, config.site.templates, config.site.notes)
+    report = render_site(site_data(config, plans, cache), output, config.site.templates, config.site.notes,
+                         adopt=options.adopt, raw_html=config.site.raw_html_notes)
     summary.output, summary.pages, summary.bytes = output, report.pages, report.bytes
     summary.warnings += report.warnings
 

@@ -1,8 +1,9 @@
 """A content-addressed store of finished work.
 
 An entry is a folder `<root>/<kind>/<ab>/<key>/` with its files and a `meta.json` that
-lists every file's size and SHA-256. Entries are written in a temporary sibling folder
-and renamed into place, so a reader sees a whole entry or none, and two writers of the
+lists every file's size and SHA-256 and carries the SHA-256 of its own text, so every byte
+of an entry is verified. Entries are written in a temporary sibling folder and renamed into
+place, so a reader sees a whole entry or none, and two writers of the
 same key (two builds, two ranks) never corrupt it: the second rename loses and its copy is
 dropped. An entry whose meta or checksums do not match is a miss, never trusted."""
 
@@ -14,17 +15,17 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from atlasgen.atomic import raise_if_full, temporary_name
 from atlasgen.digest import canonical_json, content_key  # noqa: F401  (re-exported: keys live with the cache)
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # layout version of an entry
+FORMAT = 2  # layout version of an entry; 2: meta.json carries its own checksum
 ARRAYS = "arrays.npz"
 META = "meta.json"
 
@@ -60,10 +61,14 @@ class Cache:
         path = self.entry_path(kind, key)
         if not path.is_dir():
             return None
-        problem = _verify(path)
+        problem = _verify(path, kind, key)
         if problem is None:
             entry = self._verified[kind, key] = Entry(path, json.loads((path / META).read_text()))
             return entry
+        if problem == _OLD_FORMAT:
+            log.info("cache entry %s/%s was written by an older atlasgen; recomputing it", kind, key[:12])
+            _discard(path)
+            return None
         log.warning("cache entry %s/%s is damaged (%s); recomputing it", kind, key[:12], problem)
         self.corrupt.append(key)
         _discard(path)
@@ -73,8 +78,9 @@ class Cache:
         """Store an entry atomically and return it."""
         final = self.entry_path(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
+        tmp = final.parent / temporary_name(key[:16])
         tmp.mkdir()
+        needed = 0
         try:
             contents = dict(files)
             if arrays:
@@ -82,22 +88,34 @@ class Cache:
                 np.savez(buffer, **arrays)
                 contents[ARRAYS] = buffer.getvalue()
             listing = {}
+            needed = sum(len(data) for data in contents.values())
             for name, data in contents.items():
                 target = tmp / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _write_synced(target, data)
                 listing[name] = [len(data), hashlib.sha256(data).hexdigest()]
             record = {"format": FORMAT, "kind": kind, "key": key, "files": listing, **(meta or {})}
-            _write_synced(tmp / META, json.dumps(record, indent=1, sort_keys=True).encode())
+            record["checksum"] = hashlib.sha256(_meta_bytes(record)).hexdigest()
+            _write_synced(tmp / META, _meta_bytes(record))
             try:
                 os.rename(tmp, final)
-            except OSError:
+            except OSError as exc:
+                raise_if_full(exc, self.root, needed)
                 # Someone else stored the same key first; theirs is as good as ours unless damaged.
-                if _verify(final) is None:
+                if _verify(final, kind, key) is None:
                     shutil.rmtree(tmp, ignore_errors=True)
                 else:
                     _discard(final)
-                    os.rename(tmp, final)
+                    try:
+                        os.rename(tmp, final)
+                    except OSError:  # a third writer replaced it first: keep theirs if whole
+                        if _verify(final, kind, key) is not None:
+                            raise
+                        shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise_if_full(exc, self.root, needed)
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -121,14 +139,36 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _verify(path: Path) -> str | None:
-    """None if the entry is whole, else what is wrong with it."""
+def _meta_bytes(record: dict) -> bytes:
+    """meta.json's exact bytes: the record (with or without its checksum) in one fixed layout."""
+    return json.dumps(record, indent=1, sort_keys=True).encode()
+
+
+_OLD_FORMAT = "written by an older atlasgen"
+
+
+def _verify(path: Path, kind: str | None = None, key: str | None = None) -> str | None:
+    """None if every byte of the entry is as written, else what is wrong with it."""
     try:
-        meta = json.loads((path / META).read_text())
+        raw = (path / META).read_bytes()
+        meta = json.loads(raw)
     except (OSError, ValueError) as exc:
         return f"unreadable {META}: {exc}"
+    if not isinstance(meta, dict):
+        return f"{META} is not an object"
+    if isinstance(meta.get("format"), int) and meta["format"] < FORMAT:
+        return _OLD_FORMAT
+    checksum = meta.pop("checksum", None)
     if meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
         return f"unknown entry format {meta.get('format')!r}"
+    if checksum != hashlib.sha256(_meta_bytes(meta)).hexdigest() or raw != _meta_bytes({**meta, "checksum": checksum}):
+        return f"checksum mismatch in {META}"
+    if (kind, key) != (None, None) and (meta.get("kind"), meta.get("key")) != (kind, key):
+        return f"{META} names another entry"
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if not p.is_dir()}
+    unlisted = sorted(present - set(meta["files"]) - {META})
+    if unlisted:
+        return f"unlisted file {unlisted[0]}"
     for name, (size, digest) in meta["files"].items():
         try:
             data = (path / name).read_bytes()
@@ -141,7 +181,7 @@ def _verify(path: Path) -> str | None:
 
 def _discard(path: Path) -> None:
     """Move a damaged entry out of the way first, so a concurrent reader never sees it half-deleted."""
-    trash = path.parent / f".trash-{path.name[:16]}-{uuid.uuid4().hex[:8]}"
+    trash = path.parent / temporary_name(path.name[:16], "trash")
     try:
         os.rename(path, trash)
     except OSError:

@@ -1,4 +1,5 @@
-"""`atlasgen clean`: drop cache entries that no task of the current configuration uses."""
+"""`atlasgen clean`: drop cache entries that no task of the current configuration uses, and
+the temporaries of builds that were killed."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import re
 import shutil
 
 from atlasgen import stages
+from atlasgen.atomic import clean_leftovers
 from atlasgen.build import prepare
 from atlasgen.cache import Cache
 from atlasgen.config import Config
+from atlasgen.folders import CACHE_LINK_DEPTH, check_cache
 from atlasgen.models import check_models
 from atlasgen.plan import plan_key_for
 
@@ -24,6 +27,11 @@ def clean_cache(config: Config, dry_run: bool = False) -> tuple[int, int]:
     import torch
 
     check_models(config.models)
+    check_cache(config.site.cache)  # removing through a link would remove someone else's files
+    if not dry_run:
+        leftovers = clean_leftovers(config.site.cache, recursive=True, depth=CACHE_LINK_DEPTH)
+        if leftovers:
+            log.info("removed %d temporary files left by builds that were stopped", leftovers)
     cache = Cache(config.site.cache)
     plans = prepare(config, config.models, cache, torch.device("cpu"))
     used = {task.key for plan in plans for task in plan.tasks}

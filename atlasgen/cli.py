@@ -80,10 +80,12 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be computed and why, then stop.")
 @click.option("--device", help="Override build.device: auto, cpu, cuda, cuda:N, mps.")
 @click.option("--shard", metavar="I/N", help="Compute only share I of N of the work (for job arrays); no rendering unless I is 0.")
+@click.option("--adopt", is_flag=True, help="Build into an output folder that holds other files; they are never "
+              "overwritten or removed (a build that would have to replace one stops before writing).")
 @_verbosity
 @_friendly_errors
 def build(config_path: Path, output: Path | None, only: str | None, force: bool, dry_run: bool, device: str | None,
-          shard: str | None, verbose: int, quiet: bool) -> None:
+          shard: str | None, adopt: bool, verbose: int, quiet: bool) -> None:
     """Compute what is missing and render the site."""
     _setup_logging(verbose, quiet)
     from atlasgen import distributed
@@ -92,7 +94,8 @@ def build(config_path: Path, output: Path | None, only: str | None, force: bool,
 
     config = load_config(config_path)
     ranks = distributed.parse_shard(shard) if shard else distributed.from_environment()
-    options = BuildOptions(output=output, only=only, force=force, dry_run=dry_run, device=device, ranks=ranks, progress=not quiet)
+    options = BuildOptions(output=output, only=only, force=force, dry_run=dry_run, device=device, ranks=ranks,
+                           progress=not quiet, adopt=adopt)
     summary = run_build(config, options)
     _report(summary, dry_run, ranks.main)
 

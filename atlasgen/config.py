@@ -20,8 +20,9 @@ from typing import Any
 
 from atlasgen import sources
 from atlasgen.errors import ConfigError
+from atlasgen.folders import path_problems
 from atlasgen.parsers import (
-    Parser, Problems, apply_table, as_table, channel_range, device, integer, keys, list_of, named_tables,
+    Parser, Problems, apply_table, as_table, boolean, channel_range, device, integer, keys, list_of, named_tables,
     nonempty_string, number, section, setting, unknown_key, url, url_id,
 )
 from atlasgen.settings import ImageSettings, StageSettings, VisSettings
@@ -52,6 +53,10 @@ class SiteConfig:
     templates: Path | None = setting(None, _PATH, "folder of templates replacing the built-in ones of the same name")
     notes: Path | None = setting(
         None, _PATH, "folder of Markdown notes: `index.md`, `<model>.md`, `<model>/<layer>.md`, `<model>/<layer>/<channel>.md`"
+    )
+    raw_html_notes: bool = setting(
+        False, boolean, "keep the notes' HTML as written (scripts included): only for notes you trust; "
+        "otherwise notes are sanitized to what Markdown writes"
     )
     images: ImageSettings = section(ImageSettings, "image files of the site")
 
@@ -201,9 +206,23 @@ def _site(raw: Any, root: Path, problems: Problems) -> SiteConfig:
         folder = getattr(site, key)
         if folder is not None and not folder.is_dir():
             problems.add(f"site.{key}", f"folder {str(folder)!r} does not exist; create it or remove the key")
-    if site.output.resolve() == root.resolve() or site.output.resolve() in root.resolve().parents:
-        problems.add("site.output", f"{str(site.output)!r} would put the site over the project itself; use a subfolder such as 'site'")
+    for problem in path_problems(site.output, site.cache, root):
+        problems.add("site.output", problem)
     return site
+
+
+def _site_names(model: ModelConfig, problems: Problems) -> None:
+    """A model or layer named like one of the site's own files would replace it, or need one
+    name as both file and folder: refuse it now, not halfway through writing the site."""
+    from atlasgen.render.pages import reserved_layer_names, reserved_names  # Jinja, never torch
+
+    if model.name.lower() in reserved_names():
+        problems.add(f"{model.path}.name", f"{model.name!r} is the name of one of the site's own files "
+                     f"({', '.join(sorted(reserved_names()))}); choose another name")
+    for i, pattern in enumerate(model.layers or ()):
+        if pattern.lower() in reserved_layer_names():
+            problems.add(f"{model.path}.layers[{i}]", f"a layer named {pattern!r} would replace a page file of the "
+                         f"model's folder ({', '.join(sorted(reserved_layer_names()))}); select layers with other names")
 
 
 def _model(raw: Any, index: int, root: Path, base: StageSettings, problems: Problems) -> ModelConfig | None:
@@ -249,6 +268,7 @@ def parse_config(data: dict, path: Path) -> Config:
         for index, raw in enumerate(raw_models):
             model = _model(raw, index, root, base, problems)
             if model is not None:
+                _site_names(model, problems)
                 models.append(model)
         names = [m.name for m in models]
         for model in models:

@@ -1,8 +1,18 @@
 """The content-addressed store: atomic entries, damage detected, keys canonical."""
 
-import numpy as np
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
 
+import numpy as np
+import pytest
+
+from atlasgen.atomic import HOST, clean_leftovers
 from atlasgen.cache import Cache, content_key
+from atlasgen.errors import AtlasError
 
 
 def test_content_key_is_canonical():
@@ -19,7 +29,7 @@ def test_put_get_roundtrip(tmp_path):
     assert entry is not None and entry.meta["id"] == "u"
     assert entry.file("img/a.png").read_bytes() == b"png-bytes"
     np.testing.assert_array_equal(entry.arrays()["v"], arrays["v"])
-    assert not list(entry.path.parent.glob(".tmp-*"))
+    assert not list(entry.path.parent.glob(".*tmp-*"))
 
 
 def test_damaged_entries_are_misses(tmp_path):
@@ -49,3 +59,58 @@ def test_second_writer_of_same_key_keeps_one_whole_entry(tmp_path):
     cache.put("k", key, {"f": b"first"})
     assert cache.get("k", key).file("f").read_bytes() == b"first"
     assert len(list((tmp_path / "k" / key[:2]).iterdir())) == 1
+
+
+def test_a_one_byte_edit_of_meta_that_keeps_valid_json_is_a_miss(tmp_path):
+    cache = Cache(tmp_path)
+    key = content_key({"meta": 1})
+    entry = cache.put("k", key, {"f.bin": b"x"}, meta={"source": "cat.png", "size": 11})
+    meta = entry.file("meta.json")
+    for old, new in ((b'"size": 11', b'"size": 12'), (b'"cat.png"', b'"rat.png"'), (b"\n", b" \n")):
+        cache.put("k", key, {"f.bin": b"x"}, meta={"source": "cat.png", "size": 11})
+        text = meta.read_bytes()
+        assert old in text
+        meta.write_bytes(text.replace(old, new, 1))
+        json.loads(meta.read_text())  # still valid JSON
+        assert Cache(tmp_path).get("k", key) is None, new
+
+
+def test_an_unlisted_file_in_an_entry_is_damage(tmp_path):
+    cache = Cache(tmp_path)
+    key = content_key({"extra": 1})
+    entry = cache.put("k", key, {"f.bin": b"x"})
+    (entry.path / "injected.png").write_bytes(b"?")
+    assert Cache(tmp_path).get("k", key) is None
+
+
+def test_leftovers_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = tmp_path / "k" / "ab"
+    folder.mkdir(parents=True)
+    mine = folder / f".abcdef.tmp-{os.getpid()}@{HOST}-0123abcd"
+    theirs = folder / f".abcdef.tmp-{dead.pid}@{HOST}-0123abcd"
+    other_host = folder / f".abcdef.tmp-{dead.pid}@elsewhere-node-7-0123abcd"
+    user = folder / ".abcdef.tmp-notes"
+    for path in (mine, theirs, other_host):
+        path.mkdir()
+        (path / "arrays.npz").write_bytes(b"partial")
+    user.write_text("not ours")
+    assert clean_leftovers(tmp_path, recursive=True, depth=3) == 1
+    assert mine.exists() and other_host.exists() and user.exists() and not theirs.exists()
+    old = time.time() - 2 * 24 * 3600
+    os.utime(other_host, (old, old))
+    assert clean_leftovers(tmp_path, recursive=True, depth=3) == 1
+    assert not other_host.exists()
+
+
+def test_disk_full_names_the_folder_and_the_space(tmp_path, monkeypatch):
+    cache = Cache(tmp_path / "cache")
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("atlasgen.cache._write_synced", full)
+    with pytest.raises(AtlasError, match=r"no space left on the device of .*cache \(it needs at least 0\.1 MB; [0-9.]+ MB free\)"):
+        cache.put("k", content_key({"big": 1}), {"f.bin": b"x" * 100_000})
+    assert not [p for p in (tmp_path / "cache").rglob("*") if ".tmp-" in p.name]

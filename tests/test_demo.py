@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from atlasgen.demo import (
     generate_image,
     write_demo_dataset,
 )
-from atlasgen.demo.data import MARKER_NAME
+from atlasgen.demo.data import MARKER_NAME, _marker, _move_into_place
 from atlasgen.demo.net import load_weights, seeded_demo_net
 from atlasgen.demo.train import TEST_DATA_OFFSET, TRAIN_DATA_OFFSET, evaluate, to_input, train
 from atlasgen.errors import AtlasError
@@ -231,3 +232,32 @@ def test_training_rejects_bad_arguments_before_working(tmp_path):
     with pytest.raises(AtlasError, match="is a folder"):
         train(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "add"])
+def test_damaged_dataset_is_generated_again(tmp_path, damage, caplog):
+    folder = write_demo_dataset(tmp_path / "demo", count=12, seed=3, size=32)
+    first = sorted(folder.rglob("*.png"))
+    originals = {p: p.read_bytes() for p in first}
+    if damage == "delete":
+        first[4].unlink()
+    elif damage == "truncate":
+        first[4].write_bytes(originals[first[4]][:40])
+    else:
+        (folder / CLASSES[0] / "99999.png").write_bytes(originals[first[0]])
+    assert write_demo_dataset(tmp_path / "demo", count=12, seed=3, size=32) == folder
+    assert "is damaged" in caplog.text
+    assert {p: p.read_bytes() for p in sorted(folder.rglob("*.png"))} == originals
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]
+
+
+def test_a_second_writer_keeps_the_whole_dataset_in_place(tmp_path):
+    """The race of two builds on a fresh cache: the late writer must not swap out a complete
+    folder that the first one is already reading."""
+    folder = write_demo_dataset(tmp_path / "demo", count=10, seed=2, size=32)
+    inode = folder.stat().st_ino
+    staging = tmp_path / ".demo.tmp-late"
+    late = write_demo_dataset(tmp_path / "late", count=10, seed=2, size=32)
+    os.rename(late, staging)
+    _move_into_place(staging, folder, _marker(10, 2, 32))
+    assert folder.stat().st_ino == inode  # kept, not replaced

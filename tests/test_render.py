@@ -340,14 +340,15 @@ def test_rebuild_keeps_identical_images_and_removes_stale(cache: Path, tmp_path:
     out.mkdir()
     user_file.write_text("atlas.example.org\n")
     site = make_site_data(cache)
-    render_site(site, out)
+    render_site(site, out, adopt=True)  # CNAME is someone else's: the folder is adopted
     image = out / "demo/conv1/0/channel.webp"
     page = out / "demo/conv2/0/index.html"  # its layer does not change
     inode, mtime = image.stat().st_ino, page.stat().st_mtime_ns
-    assert image.stat().st_ino == site.models[0].layers[0].units[0].images["channel"].stat().st_ino  # hard link
+    # a copy (or reflink), never a hard link: optimizing the site's image must not change the cache
+    assert image.stat().st_ino != site.models[0].layers[0].units[0].images["channel"].stat().st_ino
 
     site.models[0].layers[0].units = [u for u in site.models[0].layers[0].units if u.channel != 5]
-    report = render_site(site, out)
+    report = render_site(site, out)  # the manifest makes the folder atlasgen's now
 
     assert image.stat().st_ino == inode
     assert page.stat().st_mtime_ns == mtime  # unchanged page not rewritten
@@ -369,17 +370,18 @@ def test_rebuild_replaces_changed_image(cache: Path, tmp_path: Path) -> None:
     assert (out / "tiny/layer1/0/channel.webp").read_bytes() == unit.images["negative"].read_bytes()
 
 
-def test_copy_falls_back_when_hard_links_fail(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_link(src: object, dst: object) -> None:
-        raise OSError(18, "Invalid cross-device link")
+def test_copy_falls_back_when_reflinks_fail(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_clone(*args: object) -> None:
+        raise OSError(95, "Operation not supported")
 
-    monkeypatch.setattr("atlasgen.render.writer.os.link", no_link)
+    monkeypatch.setattr("fcntl.ioctl", no_clone)
     site = make_site_data(cache)
     render_site(site, tmp_path / "site")
     copied = tmp_path / "site/demo/conv1/1/channel.webp"
     source = site.models[0].layers[0].units[1].images["channel"]
     assert copied.read_bytes() == source.read_bytes()
-    assert copied.stat().st_ino != source.stat().st_ino
+    copied.write_bytes(b"optimized in place")  # what oxipng or cwebp would do
+    assert source.read_bytes() != b"optimized in place"
 
 
 def test_unsafe_names_are_rejected(cache: Path, tmp_path: Path) -> None:
@@ -422,7 +424,7 @@ def test_tampered_manifest_never_removes_outside_files(cache: Path, tmp_path: Pa
     outside = tmp_path / "precious.txt"
     outside.write_text("keep me")
     manifest = json.loads(read(out / MANIFEST_NAME))
-    manifest["files"] += ["../precious.txt", str(outside)]
+    manifest["files"].update({"../precious.txt": {}, str(outside): {}})
     (out / MANIFEST_NAME).write_text(json.dumps(manifest))
     render_site(make_site_data(cache), out)
     assert outside.read_text() == "keep me"
@@ -464,3 +466,19 @@ def test_browser_checks_pass_on_fixture_site(cache: Path, tmp_path: Path) -> Non
     assert run.returncode == 0, output[-4000:]
     assert "site checks passed" in output
     assert (tmp_path / "artifacts" / "layer-light.png").stat().st_size > 1000
+
+
+def test_writer_refuses_a_link_that_appears_after_the_folder_was_checked(tmp_path: Path) -> None:
+    from atlasgen.render.writer import SiteWriter
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "demo").symlink_to(elsewhere, target_is_directory=True)
+    writer = SiteWriter(out, {"demo/index.html": {}})
+    writer.write_text("index.html", "atlas")
+    writer.write_text("demo/index.html", "model")
+    with pytest.raises(AtlasError, match="demo/index.html .* leads through a symbolic link; nothing was written"):
+        writer.commit("atlasgen test")
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in out.iterdir()) == ["demo"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from atlasgen.atomic import HOST
 from atlasgen.demo import write_demo_dataset
 
 pytestmark = pytest.mark.slow
@@ -146,7 +147,7 @@ def test_two_builds_at_once_share_the_cache_safely(tmp_path, images):
     assert site_data(tmp_path / "site0") == site_data(tmp_path / "site1")
     check = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "--dry-run"], tmp_path)
     assert "nothing to compute" in check.stdout  # every entry whole and verified
-    leftovers = [p for p in (tmp_path / ".atlas-cache").rglob(".tmp-*")]
+    leftovers = [p for p in (tmp_path / ".atlas-cache").rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
 
 
@@ -186,3 +187,66 @@ def test_ctrl_c_stops_between_units_and_says_how_to_resume(tmp_path, images):
     resumed = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config)], tmp_path)
     assert resumed.returncode == 0
     assert computed_counts(resumed.stderr) == 24 - len(done)  # the dataset tasks finished before the first Ctrl-C
+
+
+STRESS = """
+[build]
+device = "cpu"
+[visualize]
+objectives = ["channel"]
+size = 16
+steps = 2
+[examples]
+top_k = 1
+bottom_k = 1
+patch_size = 16
+[[models]]
+name = "demo"
+arch = "demo"
+layers = ["conv1"]
+channels = "0:2"
+dataset = "demo"
+"""
+
+
+def concurrent_builds(tmp_path: Path, n: int) -> list[Path]:
+    """`n` builds started together on one fresh cache (the generated demo dataset included),
+    each into its own site; every one must succeed."""
+    config = tmp_path / "atlas.toml"
+    config.write_text(STRESS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sites = [tmp_path / f"site{i}" for i in range(n)]
+    procs = [subprocess.Popen([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "-q", "-o", str(site)],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for site in sites]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    return sites
+
+
+def test_four_builds_at_once_on_a_fresh_cache_all_succeed_alike(tmp_path):
+    sites = concurrent_builds(tmp_path, 4)
+    first = site_data(sites[0])
+    assert first and all(site_data(site) == first for site in sites[1:])
+    temporaries = [p for p in tmp_path.rglob("*") if ".tmp-" in p.name or ".old-" in p.name or ".trash-" in p.name]
+    assert temporaries == []
+    check = run([sys.executable, "-m", "atlasgen", "build", "-c", str(tmp_path / "atlas.toml"), "--dry-run"], tmp_path)
+    assert "nothing to compute" in check.stdout
+
+
+def test_a_killed_builds_leftovers_are_removed_by_clean(tmp_path, images):
+    config = project(tmp_path, images, steps=60, channels=8)
+    proc = subprocess.Popen([sys.executable, "-m", "atlasgen", "build", "-c", str(config), "-q"], cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cache = tmp_path / ".atlas-cache"
+    deadline = time.time() + 120
+    while time.time() < deadline and not _finished_entries(cache / "featvis"):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # what a kill in the middle of writing an entry leaves (the kill above may or may not have hit one)
+    (cache / "featvis" / "ab" / f".abababab.tmp-{proc.pid}@{HOST}-0123abcd").mkdir(parents=True)
+    result = run([sys.executable, "-m", "atlasgen", "clean", "-c", str(config)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [p for p in cache.rglob("*") if ".tmp-" in p.name] == []

@@ -8,18 +8,20 @@ and blob detectors next to plain colour detectors. Every image is drawn with sig
 from __future__ import annotations
 
 import colorsys
+import errno
 import functools
 import json
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from atlasgen.atomic import raise_if_full, temporary_name
+from atlasgen.digest import file_sha256
 from atlasgen.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -271,62 +273,105 @@ def _marker(count: int, seed: int, size: int) -> dict:
 
 def _read_marker(folder: Path) -> dict | None:
     try:
-        return json.loads((folder / MARKER_NAME).read_text())
+        marker = json.loads((folder / MARKER_NAME).read_text())
     except (OSError, ValueError):
         return None
+    return marker if isinstance(marker, dict) else None
 
 
-def _write_images(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
+def _write_images(folder: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, str]:
+    """Write the images; their SHA-256 by relative path (the dataset's manifest)."""
     for name in CLASSES:
         (folder / name).mkdir(parents=True)
+    hashes = {}
     for index, (image, label) in enumerate(zip(images, labels)):
         # Fixed encoder settings and no metadata: identical arguments give identical bytes.
-        path = folder / CLASSES[label] / f"{index:05d}.png"
-        Image.fromarray(image).save(path, format="PNG", compress_level=6)
+        rel = f"{CLASSES[label]}/{index:05d}.png"
+        Image.fromarray(image).save(folder / rel, format="PNG", compress_level=6)
+        hashes[rel] = file_sha256(folder / rel)
+    return hashes
+
+
+def damage(folder: Path, marker: dict) -> str | None:
+    """None when the folder holds exactly the images its marker lists, byte for byte."""
+    files = marker.get("files")
+    if not isinstance(files, dict):
+        return "no manifest of its images"
+    from atlasgen.data import IMAGE_SUFFIXES  # what a dataset pass reads (other files change nothing)
+
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    if present != set(files):
+        odd = sorted(present ^ set(files))
+        return f"{len(odd)} images missing or added ({odd[0]})"
+    for rel, digest in files.items():
+        if (folder / rel).is_symlink() or file_sha256(folder / rel) != digest:
+            return f"{rel} changed"
+    return None
+
+
+def _complete(folder: Path, wanted: dict) -> bool:
+    """`folder` is the dataset `wanted` describes, whole; a damaged one is reported."""
+    marker = _read_marker(folder)
+    if marker is None or {k: marker.get(k) for k in wanted} != wanted:
+        return False
+    problem = damage(folder, marker)
+    if problem:
+        log.warning("demo dataset %s is damaged (%s); generating it again", folder, problem)
+    return problem is None
 
 
 def _refuse_foreign(folder: Path) -> None:
     """A non-empty folder without our marker holds the user's files: never replace it."""
-    if folder.exists() and not folder.is_dir():
-        raise AtlasError(f"{folder} is a file; the demo dataset needs a folder there")
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise AtlasError(f"{folder} is a file or a link; the demo dataset needs a folder there")
     if folder.is_dir() and any(folder.iterdir()) and _read_marker(folder) is None:
         raise AtlasError(f"{folder} exists and is not an atlasgen demo dataset; choose another folder or remove it")
 
 
-def _move_into_place(staging: Path, folder: Path) -> None:
-    """Rename `staging` to `folder`, replacing an outdated demo dataset but never a user's folder."""
-    if folder.exists() and any(folder.iterdir()):
+def _move_into_place(staging: Path, folder: Path, wanted: dict) -> None:
+    """Rename `staging` to `folder`. A whole dataset another process put there first is kept
+    as it is (a build may be reading it); an outdated or damaged one is retired first."""
+    for _ in range(5):
+        try:
+            os.rename(staging, folder)  # succeeds when `folder` is absent or empty
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        if _complete(folder, wanted):
+            return
         _refuse_foreign(folder)  # checked again: the folder may have appeared while we wrote
-        retired = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex}")
-        os.replace(folder, retired)
+        retired = folder.with_name(temporary_name(folder.name, "old"))
+        try:
+            os.rename(folder, retired)
+        except FileNotFoundError:  # another process retired it first
+            continue
         shutil.rmtree(retired, ignore_errors=True)
-    elif folder.exists():
-        folder.rmdir()
-    os.replace(staging, folder)
+    raise AtlasError(f"could not put the demo dataset in place at {folder}: other processes keep replacing it")
 
 
 def write_demo_dataset(folder: Path, count: int = 1000, seed: int = 1234, size: int = 64) -> Path:
     """Write `folder/<class>/<index:05d>.png` (the images of `generate_arrays(count, seed, size)`).
 
     Written into a temporary sibling folder and renamed into place, so `folder` is either absent
-    or complete. A complete folder with the same arguments is returned untouched."""
+    or complete. The marker file lists every image's SHA-256: a complete folder with the same
+    arguments is returned untouched, a damaged one (an image missing, added or changed) is
+    generated again. Concurrent callers all return the same whole folder."""
     folder = Path(folder)
     wanted = _marker(count, seed, size)
-    if _read_marker(folder) == wanted:
+    if _complete(folder, wanted):
         return folder
     _refuse_foreign(folder)
     images, labels = generate_arrays(count, seed, size)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex}")
+    staging = folder.with_name(temporary_name(folder.name))
     try:
-        _write_images(staging, images, labels)
-        (staging / MARKER_NAME).write_text(json.dumps(wanted, sort_keys=True))
-        try:
-            _move_into_place(staging, folder)
-        except OSError:
-            # Another process may have finished the same dataset first.
-            if _read_marker(folder) != wanted:
-                raise
+        hashes = _write_images(staging, images, labels)
+        (staging / MARKER_NAME).write_text(json.dumps({**wanted, "files": hashes}, sort_keys=True))
+        _move_into_place(staging, folder, wanted)
+    except OSError as exc:
+        raise_if_full(exc, folder.parent, int(images.nbytes))
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %d demo images to %s", count, folder)

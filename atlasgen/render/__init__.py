@@ -1,7 +1,8 @@
 """Render stage: lay out a `SiteData` as a static site with Jinja templates.
 
 Everything shown is already computed; this package only copies image files out of the
-cache (hard links when possible) and writes pages. Every link is page-relative and ends
+cache (reflinks when possible, else copies) and writes pages, only into a folder atlasgen
+owns (`atlasgen.folders`). Every link is page-relative and ends
 in an explicit `index.html`, so the site works from `file://`, from any web server and
 under a GitHub Pages project prefix alike.
 
@@ -22,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atlasgen.errors import AtlasError
+from atlasgen.folders import claim_output
 from atlasgen.sitedata import SiteData
 
 from .environment import make_environment
 from .notes import NoteBook, load_notes
 from .pages import all_pages, page_folders, render_fixed_files, render_pages, reserved_names
 from .views import build_views
-from .writer import MANIFEST_NAME, SiteWriter, read_manifest, remove_stale, site_size_warnings, write_manifest
+from .writer import SiteWriter, site_size_warnings
 
 __all__ = ["RenderReport", "render_site"]
 
@@ -43,35 +45,34 @@ class RenderReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def render_site(site: SiteData, output: Path, templates: Path | None = None, notes: Path | None = None) -> RenderReport:
+def render_site(site: SiteData, output: Path, templates: Path | None = None, notes: Path | None = None,
+                adopt: bool = False, raw_html: bool = False) -> RenderReport:
     """Write the static atlas for `site` into `output` and report its size.
 
     `templates` is searched before the built-in templates (override any template or
     partial by name); `notes` holds Markdown notes (`index.md`, `<model>.md`,
-    `<model>/<layer>.md`, `<model>/<layer>/<channel>.md`).
+    `<model>/<layer>.md`, `<model>/<layer>/<channel>.md`). `adopt` lets atlasgen build into a
+    folder of someone else's files (never replacing them); `raw_html` keeps the notes' HTML
+    as written instead of sanitizing it.
     """
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     if templates is not None and not Path(templates).is_dir():
         raise AtlasError(f"templates folder {templates} does not exist")
     warnings: list[str] = []
-    previous = read_manifest(output)
-    if not previous and any(output.iterdir()):
-        log.info("%s already holds files atlasgen did not record; they are left in place", output)
+    previous = claim_output(output, adopt)
 
     env = make_environment(Path(templates) if templates else None)
-    writer = SiteWriter(output)
+    writer = SiteWriter(output, previous)
     models = build_views(site, writer, reserved_names())
     pages = all_pages(site, models)
     folders = page_folders(pages)
-    book = NoteBook(load_notes(Path(notes) if notes else None), folders, warnings)
+    book = NoteBook(load_notes(Path(notes) if notes else None), folders, warnings, raw_html)
     count = render_pages(env, site, models, pages, writer, book)
     render_fixed_files(env, site, folders, writer)
 
-    removed = remove_stale(output, previous, writer.written | {MANIFEST_NAME})
+    removed = writer.commit(f"atlasgen {site.version}")
     if removed:
         log.info("removed %d stale files from %s", len(removed), output)
-    write_manifest(writer, f"atlasgen {site.version}")
 
     files, total, size_warnings = site_size_warnings(output)
     warnings.extend(size_warnings)

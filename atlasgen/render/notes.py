@@ -3,6 +3,12 @@
 A note may link to any page of the atlas as `unit:model/layer/channel` (or
 `unit:model/layer`, `unit:model`, `unit:` for the atlas); such links become page-relative
 links, and a link to a page the atlas does not have becomes a warning, not a broken link.
+
+Notes come from collaborators, and the site is published: their HTML is sanitized with nh3
+(the Ammonia sanitizer) down to what Markdown itself writes (headings, lists, tables, code,
+images, footnotes, abbreviations, links to http(s), mailto, relative and `unit:` targets),
+so no script, event handler, style sheet or `javascript:` link of a note reaches the site.
+`site.raw_html_notes = true` keeps a trusted note's HTML as written.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import re
 from pathlib import Path
 
 import markdown
+import nh3
 from markupsafe import Markup
 
 from atlasgen.errors import AtlasError
@@ -38,6 +45,31 @@ def render_markdown(text: str) -> str:
     return markdown.markdown(text, extensions=["extra", "sane_lists"], output_format="html")
 
 
+# What the Markdown extensions in `render_markdown` write; anything else is dropped.
+_TAGS = {
+    "h1", "h2", "h3", "h4", "h5", "h6", "p", "br", "hr", "blockquote", "div", "span",
+    "ul", "ol", "li", "dl", "dt", "dd", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption",
+    "pre", "code", "kbd", "samp", "em", "strong", "b", "i", "u", "s", "del", "ins", "mark", "small", "sub", "sup",
+    "abbr", "a", "img", "figure", "figcaption",
+}
+_ATTRIBUTES = {
+    "*": {"id", "class", "title", "lang"},
+    "a": {"href", "data-unresolved"},
+    "img": {"src", "alt", "width", "height", "data-unresolved"},
+    "th": {"style", "colspan", "rowspan"},
+    "td": {"style", "colspan", "rowspan"},
+    "ol": {"start"},
+}
+_SCHEMES = {"http", "https", "mailto"}  # relative links pass; `unit:` ones are rewritten to relative before
+
+
+def sanitize(html: str) -> str:
+    """`html` reduced to the Markdown vocabulary: no script, handler, style sheet or unsafe link."""
+    return nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, url_schemes=_SCHEMES,
+                     filter_style_properties={"text-align"}, link_rel="noopener noreferrer",
+                     clean_content_tags={"script", "style"})
+
+
 def rewrite_unit_links(html: str, page_dir: str, pages: set[str], warnings: list[str], where: str) -> str:
     """`unit:model/layer/channel` (or `unit:model/layer`, `unit:model`) -> a page-relative link."""
 
@@ -57,10 +89,11 @@ class NoteBook:
     `pages` is the folder of every page of the atlas: what a note may belong to or link to.
     """
 
-    def __init__(self, notes: dict[str, str], pages: set[str], warnings: list[str]) -> None:
+    def __init__(self, notes: dict[str, str], pages: set[str], warnings: list[str], raw_html: bool = False) -> None:
         self.notes = notes
         self.pages = pages
         self.warnings = warnings
+        self.raw_html = raw_html
         for key in sorted(set(notes) - pages):
             warnings.append(f"note {key or 'index'}.md matches no page of the atlas")
 
@@ -72,4 +105,5 @@ class NoteBook:
             html = fallback_html
         else:
             return Markup("")
-        return Markup(rewrite_unit_links(html, page_dir, self.pages, self.warnings, where))
+        html = rewrite_unit_links(html, page_dir, self.pages, self.warnings, where)
+        return Markup(html if self.raw_html else sanitize(html))

@@ -26,7 +26,9 @@ from .notes import NoteBook
 from .twin import layer_json
 from .urls import PAGE_FILE, TWIN_FILE, layer_dir, model_dir, page_url, public_url, relative_url, unit_dir
 from .views import LayerView, ModelView, UnitView
-from .writer import MANIFEST_NAME, SiteWriter
+from atlasgen.folders import MANIFEST_NAME
+
+from .writer import SiteWriter
 
 View = ModelView | LayerView | UnitView | None  # None: the atlas index, which shows the whole site
 # (position in the atlas tree, the view a page shows, what its template needs besides the common context)
@@ -143,11 +145,17 @@ FIXED_FILES: tuple[FixedFile, ...] = (
 
 
 def reserved_names() -> frozenset[str]:
-    """Names a model may not take: what the site root holds besides the model folders."""
+    """Names a model may not take: what the site root holds besides the model folders
+    (lower case: a case-insensitive file system would mix `Index.html` with `index.html`)."""
     names = {ff.path.split("/", 1)[0] for ff in FIXED_FILES}
     names.update(INDEX.files)
     names.add(MANIFEST_NAME)
-    return frozenset(names)
+    return frozenset(name.lower() for name in names)
+
+
+def reserved_layer_names() -> frozenset[str]:
+    """Names a layer may not take: the files a model page has in its folder."""
+    return frozenset(name.lower() for name in MODEL.files)
 
 
 # --------------------------------------------------------------------------- writing

@@ -213,7 +213,7 @@ def build_views(site: SiteData, writer: SiteWriter, reserved: Collection[str] = 
     seen_models: set[str] = set()
     for model in site.models:
         check_segment(model.name, "model")
-        if model.name in reserved or model.name in seen_models:
+        if model.name.lower() in reserved or model.name in seen_models:
             raise AtlasError(f"model name {model.name!r} is reserved or used twice")
         seen_models.add(model.name)
         mview = ModelView(data=model, url=page_url(model_dir(model.name)))

@@ -1,23 +1,30 @@
-"""Writing the output folder: only changed files, atomically, and remembering what was written.
+"""Writing the output folder: what atlasgen owns there, only changed files, atomically.
 
-The manifest of written files is what makes rebuilds safe: a rebuild removes only files
-the previous build listed and this one did not write, so files a user put in the folder
-(or a wrongly chosen output folder) are never deleted. Also here: GitHub Pages' limits.
+Every file is first planned, then the whole plan is checked against the folder, and only
+then is anything written: a file atlasgen did not write (one not in the manifest of the
+previous build) is never overwritten, and no write goes through a symbolic link. A rebuild
+removes only files the previous build listed, this one did not write, and that nobody
+changed since. Site images are reflinked from the cache where the file system can
+(copy-on-write: editing one never changes the other), else copied; never hard-linked, since
+image optimizers rewrite files in place. Also here: GitHub Pages' limits.
 """
 
 from __future__ import annotations
 
-import filecmp
+import hashlib
 import json
 import logging
 import os
+import posixpath
 import shutil
 from pathlib import Path
-from typing import Iterable
 
 from PIL import Image
 
-from atlasgen.atomic import replace_with
+from atlasgen.atomic import clean_leftovers, replace_with
+from atlasgen.digest import file_digest, file_sha256
+from atlasgen.errors import AtlasError
+from atlasgen.folders import MANIFEST_NAME, SHOWN, inside_without_links, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -25,37 +32,30 @@ PAGES_LIMIT_BYTES = 1_000_000_000  # GitHub Pages refuses published sites above 
 SIZE_WARNING_BYTES = 800_000_000
 FOLDER_ENTRY_WARNING = 3000  # GitHub Pages (and git) get slow with larger folders
 FILE_WARNING_BYTES = 100_000_000  # GitHub's per-file limit
-MANIFEST_NAME = ".atlasgen-files.json"  # what the previous build wrote, so a rebuild can remove stale files
+FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write (btrfs, XFS, bcachefs)
 
 
 class SiteWriter:
-    """Writes into the output folder, remembering every file so stale ones can be removed."""
+    """Plans every file of the site, then checks and writes them in `commit`.
 
-    def __init__(self, output: Path) -> None:
+    `previous` is the manifest of the last build into `output` ({file: record})."""
+
+    def __init__(self, output: Path, previous: dict[str, dict] | None = None) -> None:
         self.output = output
-        self.written: set[str] = set()
+        self.previous = previous or {}
+        self.planned: dict[str, bytes | Path] = {}  # file -> its text, or the cache file to copy
+        self.records: dict[str, dict] = {}
         self._sizes: dict[Path, tuple[int, int]] = {}
 
-    def _target(self, rel: str) -> Path:
-        self.written.add(rel)
-        path = self.output / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+    @property
+    def written(self) -> set[str]:
+        return set(self.planned)
 
     def write_text(self, rel: str, text: str) -> None:
-        """Write only when the content changed, so unchanged pages keep their mtime."""
-        path = self._target(rel)
-        data = text.encode("utf-8")
-        if path.is_file() and not path.is_symlink() and path.stat().st_size == len(data) and path.read_bytes() == data:
-            return
-        replace_with(path, lambda tmp: tmp.write_bytes(data))
+        self.planned[rel] = text.encode("utf-8")
 
     def copy_file(self, source: Path, rel: str) -> None:
-        """Hard-link `source` to `rel` (copy across devices); keep an identical existing file."""
-        path = self._target(rel)
-        if path.is_file() and not path.is_symlink() and _same_file(source, path):
-            return
-        replace_with(path, lambda tmp: _link_or_copy(source, tmp))
+        self.planned[rel] = Path(source)
 
     def image_size(self, source: Path) -> tuple[int, int]:
         if source not in self._sizes:
@@ -63,73 +63,122 @@ class SiteWriter:
                 self._sizes[source] = img.size
         return self._sizes[source]
 
+    def check(self) -> None:
+        """Refuse the plan, before writing anything, if it would overwrite a file atlasgen did
+        not write, write through a symbolic link, or use one name as both file and folder."""
+        folders = {parent.as_posix() for rel in self.planned for parent in Path(rel).parents if parent != Path(".")}
+        clashes = sorted(folders & set(self.planned))
+        if clashes:
+            raise AtlasError(
+                f"the site would need {clashes[0]!r} as both a file and a folder: a model or layer is named like a page file; rename it"
+            )
+        latest = read_manifest(self.output)  # a build writing this folder at the same time adds to it
+        if latest:
+            self.previous = {**latest, **self.previous}
+        foreign, linked = [], []
+        safe_folders: dict[str, bool] = {}  # each folder's chain of parents checked once
+        for rel in sorted(self.planned):
+            path = self.output / rel
+            parent = posixpath.dirname(rel)
+            if parent not in safe_folders:
+                safe_folders[parent] = not Path(rel).is_absolute() and inside_without_links(self.output, path)
+            if not safe_folders[parent] or path.is_symlink():
+                linked.append(rel)
+            elif (path.exists() or path.is_symlink()) and (rel not in self.previous or path.is_dir()):
+                foreign.append(rel)
+        if linked:
+            raise AtlasError(f"not writing {', '.join(linked[:SHOWN])} in {self.output}: the path leads through a symbolic link; "
+                             "nothing was written. Remove the link")
+        if foreign:
+            raise AtlasError(
+                f"{self.output} already holds {', '.join(foreign[:SHOWN])}{' ...' if len(foreign) > SHOWN else ''}, "
+                "which atlasgen did not write and would have to replace; nothing was written. "
+                "Move or rename those files, or choose another output folder"
+            )
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if os.path.samefile(a, b):
-            return True
-        return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
-    except OSError:
-        return False
+    def commit(self, generator: str) -> list[str]:
+        """Check the plan, write what changed, remove stale files, write the manifest;
+        return the stale files removed."""
+        self.check()
+        self.output.mkdir(parents=True, exist_ok=True)
+        # Listed before they are written: a build killed halfway leaves a folder still known as atlasgen's.
+        self._write_manifest(generator, {rel: self.previous.get(rel, {}) for rel in {*self.previous, *self.planned}})
+        for rel, content in sorted(self.planned.items()):
+            if isinstance(content, Path):
+                self._copy(rel, content)
+            else:
+                self._write(rel, content)
+        removed = self._remove_stale()
+        clean_leftovers(self.output, recursive=True)
+        self._write_manifest(generator, self.records)
+        return removed
 
+    def _write_manifest(self, generator: str, files: dict[str, dict]) -> None:
+        manifest = {"generator": generator, "files": dict(sorted(files.items()))}
+        data = (json.dumps(manifest, indent=0, sort_keys=True) + "\n").encode()
+        replace_with(self.output / MANIFEST_NAME, lambda tmp: tmp.write_bytes(data))
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # other device, or a file system without hard links
-        shutil.copyfile(source, target)
+    def _write(self, rel: str, data: bytes) -> None:
+        """Write only when the content changed, so unchanged pages keep their mtime."""
+        path = self.output / rel
+        if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            replace_with(path, lambda tmp: tmp.write_bytes(data))
+        self._record(rel, hashlib.sha256(data).hexdigest())
 
+    def _copy(self, rel: str, source: Path) -> None:
+        """Keep an existing copy that nobody changed since the last build, else copy again."""
+        path = self.output / rel
+        digest = file_digest(source)
+        before = self.previous.get(rel, {})
+        if not (before.get("sha256") == digest and path.is_file() and _stat_of(path) == (before.get("size"), before.get("mtime_ns"))):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            replace_with(path, lambda tmp: reflink_or_copy(source, tmp))
+        self._record(rel, digest)
 
-# --------------------------------------------------------------------------- manifest and stale files
+    def _record(self, rel: str, digest: str) -> None:
+        size, mtime = _stat_of(self.output / rel)
+        self.records[rel] = {"sha256": digest, "size": size, "mtime_ns": mtime}
 
-
-def read_manifest(output: Path) -> list[str]:
-    """The files the previous build wrote (none when there was none, or it is unreadable)."""
-    path = output / MANIFEST_NAME
-    try:
-        files = json.loads(path.read_text("utf-8")).get("files", [])
-        return [f for f in files if isinstance(f, str)]
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError, AttributeError):
-        log.warning("ignoring unreadable %s", path)
-        return []
-
-
-def write_manifest(writer: SiteWriter, generator: str) -> None:
-    manifest = {"generator": generator, "files": sorted(writer.written)}
-    writer.write_text(MANIFEST_NAME, json.dumps(manifest, indent=0, sort_keys=True) + "\n")
-
-
-def _inside(root: Path, path: Path) -> bool:
-    try:
-        return path.resolve(strict=False).is_relative_to(root.resolve())
-    except OSError:
-        return False
-
-
-def remove_stale(output: Path, previous: Iterable[str], current: set[str]) -> list[str]:
-    """Remove files the previous build wrote and this one did not; never leave `output`.
-
-    Only files listed in the previous build's manifest are candidates, so files a user put
-    in the folder (or a wrongly chosen output folder) are never deleted.
-    """
-    removed = []
-    for rel in sorted(set(previous) - current):
-        path = output / rel
-        if ".." in Path(rel).parts or Path(rel).is_absolute() or not _inside(output, path.parent):
-            log.warning("not removing %s: outside the output folder", rel)
-            continue
-        if path.is_file() or path.is_symlink():
+    def _remove_stale(self) -> list[str]:
+        """Remove files the previous build wrote and this one did not, unless changed since."""
+        removed = []
+        for rel in sorted(set(self.previous) - set(self.planned) - {MANIFEST_NAME}):
+            path = self.output / rel
+            if Path(rel).is_absolute() or not inside_without_links(self.output, path):
+                log.warning("not removing %s: outside the output folder", rel)
+                continue
+            if not path.is_file() or path.is_symlink():
+                continue
+            expected = self.previous[rel].get("sha256")
+            if expected and file_sha256(path) != expected:
+                log.warning("keeping %s: it changed since atlasgen wrote it", path)
+                continue
             path.unlink()
             removed.append(rel)
-            _prune_empty_dirs(output, path.parent)
-    return removed
+            _prune_empty_dirs(self.output, path.parent)
+        return removed
+
+
+def _stat_of(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def reflink_or_copy(source: Path, target: Path) -> None:
+    """A copy-on-write clone of `source` where the file system supports it, else a plain copy."""
+    try:
+        import fcntl
+
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        return
+    except (ImportError, OSError):
+        pass
+    shutil.copyfile(source, target)
 
 
 def _prune_empty_dirs(root: Path, folder: Path) -> None:
-    root = root.resolve()
-    folder = folder.resolve()
     while folder != root and folder.is_relative_to(root):
         try:
             folder.rmdir()
