@@ -18,6 +18,7 @@ from atlasgen.cache import Cache, Entry
 from atlasgen.config import DEMO, Config
 from atlasgen.plan import LayerInfo, ModelPlan, Task, channel_range
 from atlasgen.sitedata import LayerData, ModelData, SiteData, UnitData
+from atlasgen.stillness import still_images
 
 
 @dataclass
@@ -82,6 +83,8 @@ def model_data(plan: ModelPlan, cache: Cache) -> ModelData:
             stage.contribute(layer)
         for unit in data.units:
             _derive(unit)
+        lowest = [ex.value for unit in data.units for ex in unit.bottom]
+        data.nonnegative = bool(lowest) and min(lowest) >= 0
         model.layers.append(data)
     return model
 
@@ -94,3 +97,5 @@ def _derive(unit: UnitData) -> None:
     reached = unit.activation.get("channel", unit.activation.get("neuron"))
     known = [value for value in (unit.dataset_max, reached) if value is not None]
     unit.dead = bool(known) and all(value <= 0 for value in known)  # never positive, by any measure we have
+    if not unit.dead:  # a dead channel's page already says why there is nothing to see
+        unit.still = still_images(unit.images, unit.activation)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,11 @@ def test_unit_page_content(built: tuple[SiteData, Path, RenderReport]) -> None:
     assert all(re.search(r'\bwidth="\d+" height="\d+"', tag) for tag in re.findall(r"<img [^>]+>", html))
     assert all(re.search(r'alt="[^"]{10,}"', tag) for tag in re.findall(r"<img [^>]+>", html))
     assert "class0/img010.png" in html  # source image name of an example
-    assert "9.25" in html and "\u00d7 the dataset max" in html  # activation vs dataset max
+    # like with like: the channel image's spatial mean against the best dataset image's spatial mean
+    # (9.25 / 2.0), the neuron image's centre unit against the dataset's single-position max (4.33 / 4.74)
+    text = unescape(html)
+    assert "9.25" in text and "4.6\u00d7 the best dataset image's mean" in text
+    assert "91% of the dataset's single-position max" in text
     assert 'href="../3/index.html"' in html and 'rel="prev" href="../1/index.html"' in html
     assert "r +0.90" in html  # co-activation score
     assert "This image also excites" in html
@@ -402,9 +407,9 @@ def test_relative_url() -> None:
 
 
 def test_format_ratio() -> None:
-    assert format_ratio(7.25, 4.0) == "1.8\u00d7 the dataset max"
-    assert format_ratio(2.0, 4.0) == "50% of the dataset max"
-    assert format_ratio(0.0261, 9.73) == "0.27% of the dataset max"
+    assert format_ratio(7.25, 4.0) == "1.8\u00d7 the dataset's single-position max"
+    assert format_ratio(2.0, 4.0, "the best dataset image's mean") == "50% of the best dataset image's mean"
+    assert format_ratio(0.0261, 9.73) == "0.27% of the dataset's single-position max"
     assert format_ratio(-3.5, 4.0) == ""  # a negative objective is not compared with the max
     assert format_ratio(1.0, 0.0) == ""
 

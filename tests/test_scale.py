@@ -96,13 +96,13 @@ def test_killed_build_resumes_and_matches(tmp_path, images):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     cache = config.parent / ".atlas-cache"
-    finished = {kind: len(_finished_entries(cache / kind)) for kind in ("featvis", "dataset", "similarity", "histogram", "receptive")}
+    finished = {kind: len(_finished_entries(cache / kind)) for kind in ("featvis", "dataset", "similarity", "histogram", "image_mean", "receptive")}
     assert 0 < finished["featvis"] < 16
 
     resumed = run([sys.executable, "-m", "atlasgen", "build", "-c", str(config)], config.parent)
     assert resumed.returncode == 0, resumed.stderr
     # Only what had not finished is computed again.
-    assert computed_counts(resumed.stderr) == (16 - finished["featvis"]) + (2 - finished["dataset"]) + (2 - finished["similarity"]) + (2 - finished["histogram"]) + (1 - finished["receptive"])
+    assert computed_counts(resumed.stderr) == (16 - finished["featvis"]) + (2 - finished["dataset"]) + (2 - finished["similarity"]) + (2 - finished["histogram"]) + (2 - finished["image_mean"]) + (1 - finished["receptive"])
     assert site_data(config.parent / "site") == site_data(tmp_path / "ref" / "site")
 
 

@@ -88,6 +88,11 @@ class UnitView(_InSequence):
         return None if self.data.dead else self.images.get("channel")
 
     @property
+    def bottom_ties_at_zero(self) -> bool:
+        """Every weakest example is exactly 0: ties in file-name order that say nothing."""
+        return bool(self.data.bottom) and all(ex.value == 0 for ex in self.data.bottom)
+
+    @property
     def sort_activation(self) -> float | None:
         """What 'sort by activation' uses: the dataset max, else the optimized image's activation."""
         if self.data.dataset_max is not None:
