@@ -7,6 +7,7 @@ can be assembled and rendered from the cache without importing torch."""
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from atlasgen import stages
 from atlasgen.cache import Cache, Entry
 from atlasgen.config import DEMO, Config
 from atlasgen.plan import LayerInfo, ModelPlan, Task, channel_range
+from atlasgen.published import public_arch, public_weights
 from atlasgen.sitedata import LayerData, ModelData, SiteData, UnitData
 from atlasgen.stillness import still_images
 
@@ -72,8 +74,9 @@ def site_data(config: Config, plans: Sequence[ModelPlan], cache: Cache) -> SiteD
 def model_data(plan: ModelPlan, cache: Cache) -> ModelData:
     config = plan.config
     dataset = "built-in demo dataset" if config.dataset == DEMO else str(plan.dataset.name)
-    model = ModelData(name=config.name, arch=config.arch, weights=plan.weights_label, dataset=dataset,
-                      input_size=plan.input_size)
+    digest = json.loads(plan.tasks[0].inputs).get("weights") if plan.tasks else None
+    model = ModelData(name=config.name, arch=public_arch(config.arch), weights=public_weights(plan.weights_label, digest),
+                      dataset=dataset, input_size=plan.input_size)
     index = {(t.kind, t.layer, t.channel): t for t in plan.tasks}
     for info in plan.layers:
         data = LayerData(name=info.name, channels=info.channels, shape=(info.channels, info.height, info.width),
