@@ -120,6 +120,7 @@ def test_cli_dry_run_explains_and_bad_config_is_one_message(tmp_path, images):
     result = runner.invoke(main, ["build", "--config", str(bad)])
     assert result.exit_code == 1
     assert "examples.top: unknown key; did you mean 'top_k'?" in result.output
+    assert "a second round of problems may follow" in result.output  # conv9 is found only once the model loads
     assert "Traceback" not in result.output
     result = runner.invoke(main, ["build", "--config", str(tmp_path / "missing.toml")])
     assert result.exit_code == 1 and "not found" in result.output
@@ -167,6 +168,12 @@ def test_only_computes_one_layer_and_keeps_the_rest_of_the_site(tmp_path, images
     assert (site / "demo/conv3/index.html").is_file()  # listed, waiting for its units
     rest = build(load_config(config_path), quiet())
     assert rest.computed == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1, "image_mean": 1}
+    # --force --only recomputes conv1 and reuses conv3's cached results for the site: counted as such
+    forced = build(load_config(config_path), BuildOptions(progress=False, only="demo/conv1", force=True))
+    assert forced.computed == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1, "image_mean": 1, "receptive": 1}
+    assert forced.cached == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1, "image_mean": 1}
+    dry = CliRunner().invoke(main, ["build", "-c", str(config_path), "--force", "--only", "demo/conv1", "--dry-run"])
+    assert "8 units to compute, 7 from the cache" in dry.output, dry.output
     with pytest.raises(Exception, match="has no selected layer 'conv2'; layers: conv1, conv3"):
         build(load_config(config_path), BuildOptions(progress=False, only="demo/conv2"))
 

@@ -210,7 +210,8 @@ def test_citation_meta_and_canonical_only_with_url(built: tuple[SiteData, Path, 
     plain = read(out / "demo/conv1/2/index.html")
     assert "citation_title" not in plain and 'rel="canonical"' not in plain
     assert "Set <code>url</code>" in plain  # hint to configure the public URL
-    assert "demo/conv1/2/index.html" in plain
+    assert "(no public URL configured; in the atlas: demo/conv1/2/index.html)" in plain
+    assert "(no public URL configured)" in read(out / "index.html")
 
     html = read(built_with_url / "demo/conv1/2/index.html")
     assert f'<link rel="canonical" href="{URL}demo/conv1/2/">' in html
@@ -232,7 +233,8 @@ def test_bibtex_block(built_with_url: Path) -> None:
     assert "author       = {Ada Lovelace and Alan M. Turing}" in bib
     assert f"howpublished = {{\\url{{{URL}demo/layer3.0.conv/4/}}}}" in bib
     assert "year         = {2024}" in bib
-    assert "note         = {Accessed: 2024-05-17}" in bib
+    # the version and config digest trace a cited image to what made it
+    assert re.search(r"note         = \{Accessed: 2024-05-17; made with atlasgen [0-9][^,]*, config [0-9a-f]{12}\}", bib), bib
     assert bib.count("{") == bib.count("}")
 
 
