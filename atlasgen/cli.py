@@ -197,7 +197,8 @@ def layers(config_path: Path, model: str | None, every_module: bool, verbose: in
 def serve(config_path: Path, port: int, output: Path | None, open_browser: bool, watch: bool, verbose: int, quiet: bool) -> None:
     """Preview the site on http://127.0.0.1:PORT/, rebuilding it on changes."""
     _setup_logging(verbose, quiet)
-    from atlasgen.serve import serve as run_server, watcher_for
+    from atlasgen.serve import serve as run_server
+    from atlasgen.serve import watcher_for
 
     if output is None or watch and config_path.is_file():
         from atlasgen.config import load_config

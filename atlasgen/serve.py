@@ -24,7 +24,6 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
 
     def list_directory(self, path):  # type: ignore[override]
         self.send_error(404)
-        return None
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         page = Path(self.directory) / "404.html"
@@ -39,7 +38,7 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args) -> None:  # the base class names it `format`
         log.debug("%s %s", self.address_string(), format % args)
 
 
@@ -93,7 +92,7 @@ class Watcher(threading.Thread):
                 self.rebuild()
             except AtlasError as exc:
                 log.error("rebuild failed: %s", exc)
-            except Exception as exc:  # keep serving the last good site
+            except Exception as exc:  # noqa: BLE001 (any failure: keep serving the last good site)
                 log.error("rebuild failed: %s: %s", type(exc).__name__, exc)
             self.rebuilds += 1
 

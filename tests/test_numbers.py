@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sitefixture import make_site_data
 
 from atlasgen.assemble import _derive
 from atlasgen.render import render_site
-from atlasgen.stillness import is_flat
 from atlasgen.sitedata import UnitData
-from sitefixture import make_site_data
+from atlasgen.stillness import is_flat
 
 
 def _flat(path: Path) -> Path:
