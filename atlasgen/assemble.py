@@ -101,4 +101,4 @@ def _derive(unit: UnitData) -> None:
     known = [value for value in (unit.dataset_max, reached) if value is not None]
     unit.dead = bool(known) and all(value <= 0 for value in known)  # never positive, by any measure we have
     if not unit.dead:  # a dead channel's page already says why there is nothing to see
-        unit.still = still_images(unit.images, unit.activation)
+        unit.still = still_images(unit.images)

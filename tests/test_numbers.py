@@ -16,7 +16,7 @@ from sitefixture import make_site_data
 from atlasgen.assemble import _derive
 from atlasgen.render import render_site
 from atlasgen.sitedata import UnitData
-from atlasgen.stillness import is_flat
+from atlasgen.stillness import still_reason
 
 
 def _flat(path: Path) -> Path:
@@ -66,18 +66,26 @@ def test_selectivity_is_max_minus_mean_over_std() -> None:
 
 def test_a_flat_visualization_is_flagged_with_its_reason(site_dir: Path) -> None:
     unit = read(site_dir / "demo/conv1/1/index.html")
-    assert "did not move" in unit and "no gradient reached the image" in unit
+    assert "did not move" in unit and "nearly uniform grey" in unit
     card = read(site_dir / "demo/conv1/index.html").split('id="unit-1"', 1)[1].split("</article>", 1)[0]
     assert "did not move" in card
     other = read(site_dir / "demo/conv1/0/index.html")
     assert "did not move</span> the" not in other  # a textured image is not flagged
 
 
-def test_is_flat_tells_grey_from_texture(tmp_path: Path) -> None:
-    assert is_flat(_flat(tmp_path / "grey.png"))
-    noisy = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+def test_still_tells_grey_from_texture_and_from_a_uniform_colour(tmp_path: Path) -> None:
+    assert still_reason(_flat(tmp_path / "grey.png")) is not None
+    rng = np.random.default_rng(0)
+    faint = np.clip(127.5 + rng.normal(0, 5, (32, 32, 3)), 0, 255).astype(np.uint8)  # a blank-looking result
+    Image.fromarray(faint).save(tmp_path / "faint.png")
+    assert still_reason(tmp_path / "faint.png") is not None
+    noisy = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(noisy).save(tmp_path / "noise.png")
-    assert not is_flat(tmp_path / "noise.png")
+    assert still_reason(tmp_path / "noise.png") is None
+    magenta = np.zeros((32, 32, 3), dtype=np.uint8)
+    magenta[..., 0] = magenta[..., 2] = 255  # a colour channel's answer: uniform, but far from grey
+    Image.fromarray(magenta).save(tmp_path / "magenta.png")
+    assert still_reason(tmp_path / "magenta.png") is None
 
 
 def test_weakest_examples_that_tie_at_zero_are_explained_not_shown(site_dir: Path) -> None:
