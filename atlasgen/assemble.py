@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from atlasgen.plan import LayerInfo, ModelPlan, Task, channel_range
 from atlasgen.published import public_arch, public_weights
 from atlasgen.sitedata import LayerData, ModelData, SiteData, UnitData
 from atlasgen.stillness import still_images
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,6 +91,9 @@ def model_data(plan: ModelPlan, cache: Cache) -> ModelData:
             _derive(unit)
         lowest = [ex.value for unit in data.units for ex in unit.bottom]
         data.nonnegative = bool(lowest) and min(lowest) >= 0
+        log.debug("assembled %s/%s: %d units, %d with visualizations, %d dead, %d did not move%s", config.name, info.name,
+                  len(data.units), sum(bool(u.images) for u in data.units), sum(u.dead for u in data.units),
+                  sum(bool(u.still) for u in data.units), ", never below zero" if data.nonnegative else "")
         model.layers.append(data)
     return model
 
