@@ -7,6 +7,8 @@ can be assembled and rendered from the cache without importing torch."""
 from __future__ import annotations
 
 import datetime
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +19,11 @@ from atlasgen import stages
 from atlasgen.cache import Cache, Entry
 from atlasgen.config import DEMO, Config
 from atlasgen.plan import LayerInfo, ModelPlan, Task, channel_range
+from atlasgen.published import public_arch, public_weights
 from atlasgen.sitedata import LayerData, ModelData, SiteData, UnitData
+from atlasgen.stillness import still_images
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,8 +77,9 @@ def site_data(config: Config, plans: Sequence[ModelPlan], cache: Cache) -> SiteD
 def model_data(plan: ModelPlan, cache: Cache) -> ModelData:
     config = plan.config
     dataset = "built-in demo dataset" if config.dataset == DEMO else str(plan.dataset.name)
-    model = ModelData(name=config.name, arch=config.arch, weights=plan.weights_label, dataset=dataset,
-                      input_size=plan.input_size)
+    digest = json.loads(plan.tasks[0].inputs).get("weights") if plan.tasks else None
+    model = ModelData(name=config.name, arch=public_arch(config.arch), weights=public_weights(plan.weights_label, digest),
+                      dataset=dataset, input_size=plan.input_size)
     index = {(t.kind, t.layer, t.channel): t for t in plan.tasks}
     for info in plan.layers:
         data = LayerData(name=info.name, channels=info.channels, shape=(info.channels, info.height, info.width),
@@ -82,6 +89,11 @@ def model_data(plan: ModelPlan, cache: Cache) -> ModelData:
             stage.contribute(layer)
         for unit in data.units:
             _derive(unit)
+        lowest = [ex.value for unit in data.units for ex in unit.bottom]
+        data.nonnegative = bool(lowest) and min(lowest) >= 0
+        log.debug("assembled %s/%s: %d units, %d with visualizations, %d dead, %d did not move%s", config.name, info.name,
+                  len(data.units), sum(bool(u.images) for u in data.units), sum(u.dead for u in data.units),
+                  sum(bool(u.still) for u in data.units), ", never below zero" if data.nonnegative else "")
         model.layers.append(data)
     return model
 
@@ -94,3 +106,5 @@ def _derive(unit: UnitData) -> None:
     reached = unit.activation.get("channel", unit.activation.get("neuron"))
     known = [value for value in (unit.dataset_max, reached) if value is not None]
     unit.dead = bool(known) and all(value <= 0 for value in known)  # never positive, by any measure we have
+    if not unit.dead:  # a dead channel's page already says why there is nothing to see
+        unit.still = still_images(unit.images)

@@ -101,6 +101,9 @@ def build(config: Config, options: BuildOptions | None = None) -> BuildSummary:
                 save_plan(cache, plan_key, plans)
         mine = shard(_only_tasks(plans, options.only), ranks.rank, ranks.world)
         todo = _missing(cache, mine, options.force, summary)
+        if ranks.world == 1:  # what --only leaves out is still rendered from the cache: count it as reused
+            asked = set(mine)
+            _missing(cache, [t for plan in plans for t in plan.tasks if t not in asked], False, summary)
         summary.plan = [(task, reason(cache, task, options.force)) for task in todo]
         if options.dry_run:
             return summary

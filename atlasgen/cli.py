@@ -19,13 +19,17 @@ log = logging.getLogger("atlasgen")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    prefix = ""
+    """-q: warnings; default and -v: information; -vv: atlasgen's own debug lines. Other
+    libraries' loggers stay at information (PIL's debug chatter is thousands of lines)."""
     import os
 
+    level = logging.WARNING if quiet else logging.INFO
+    prefix = ""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         prefix = f"[rank {os.environ.get('RANK', '?')}] "
-    logging.basicConfig(level=level, format=f"{prefix}%(levelname)s %(message)s" if verbose else f"{prefix}%(message)s", force=True)
+    logging.basicConfig(level=level, format=f"{prefix}%(levelname)s %(name)s: %(message)s" if verbose else f"{prefix}%(message)s",
+                        force=True)
+    log.setLevel(logging.DEBUG if verbose > 1 and not quiet else logging.NOTSET)
 
 
 def _friendly_errors(command):
@@ -90,14 +94,26 @@ def build(config_path: Path, output: Path | None, only: str | None, force: bool,
     _setup_logging(verbose, quiet)
     from atlasgen import distributed
     from atlasgen.build import BuildOptions, build as run_build
-    from atlasgen.config import load_config
 
-    config = load_config(config_path)
+    config = _load_first_round(config_path)
     ranks = distributed.parse_shard(shard) if shard else distributed.from_environment()
     options = BuildOptions(output=output, only=only, force=force, dry_run=dry_run, device=device, ranks=ranks,
                            progress=not quiet, adopt=adopt)
     summary = run_build(config, options)
     _report(summary, dry_run, ranks.main)
+
+
+def _load_first_round(config_path: Path):
+    """The config, checked in one pass; its problems say that more may follow, since layer names
+    and weights files can only be checked once the model has loaded."""
+    from atlasgen.config import load_config
+    from atlasgen.errors import ConfigError
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        raise AtlasError(f"{exc}\nLayer names and weights files are checked when the model loads, after these are "
+                         "fixed, so a second round of problems may follow.") from None
 
 
 def _report(summary, dry_run: bool, main_rank: bool) -> None:
@@ -106,7 +122,7 @@ def _report(summary, dry_run: bool, main_rank: bool) -> None:
             click.echo("nothing to compute: every unit is in the cache")
         for unit, why in summary.plan:
             click.echo(f"would compute {unit.id}  ({why})")
-        click.echo(f"{len(summary.plan)} units to compute, {sum(summary.cached.values())} in the cache")
+        click.echo(f"{len(summary.plan)} units to compute, {sum(summary.cached.values())} from the cache")
         return
     computed = ", ".join(f"{n} {kind}" for kind, n in sorted(summary.computed.items())) or "none"
     cached = ", ".join(f"{n} {kind}" for kind, n in sorted(summary.cached.items())) or "none"
@@ -126,59 +142,94 @@ def _report(summary, dry_run: bool, main_rank: bool) -> None:
 
 
 @main.command()
-@_config_option
-@click.argument("model", required=False)
+@click.argument("folder", type=click.Path(path_type=Path), default=Path("."))
+@click.option("--model", "arch", default="demo", show_default=True,
+              help='The network: "demo", a torchvision name (resnet18), or path/to/file.py:function.')
+@click.option("--dataset", default="demo", show_default=True, help='A folder of images (relative to FOLDER), or "demo".')
+@click.option("--weights", help="A weights file, or a torchvision weights name (DEFAULT, IMAGENET1K_V1).")
 @_verbosity
 @_friendly_errors
-def layers(config_path: Path, model: str | None, verbose: int, quiet: bool) -> None:
+def new(folder: Path, arch: str, dataset: str, weights: str | None, verbose: int, quiet: bool) -> None:
+    """Write a commented atlas.toml into FOLDER (never over an existing one)."""
+    _setup_logging(verbose, quiet)
+    from atlasgen.scaffold import write_new_config
+
+    path = write_new_config(folder / "atlas.toml", arch, dataset, weights)
+    log.info("wrote %s; see its layers with `atlasgen layers -c %s`, then run `atlasgen build -c %s`", path, path, path)
+
+
+@main.command()
+@_config_option
+@click.argument("model", required=False)
+@click.option("--all", "every_module", is_flag=True, help="List every named module with its output shape, not only the layers.")
+@_verbosity
+@_friendly_errors
+def layers(config_path: Path, model: str | None, every_module: bool, verbose: int, quiet: bool) -> None:
     """List the layers of a configured model, or of a torchvision model by name:
     channels, output size and receptive field."""
     _setup_logging(verbose, quiet)
+    if model is None and not config_path.is_file():  # before importing torch: this answer should be instant
+        raise AtlasError(f"{config_path} not found; name a model, for example `atlasgen layers googlenet`, "
+                         "or write a config with `atlasgen new`")
+    from atlasgen.errors import ConfigError
     from atlasgen.layertable import layer_table
+    from atlasgen.moduletable import configured, module_table
 
-    for line in layer_table(config_path, model):
+    try:
+        lines = list(module_table(config_path, model) if every_module else layer_table(config_path, model))
+    except ConfigError as exc:
+        if model is None or configured(config_path, model):
+            raise
+        # the model was named on the command line, not in the config: say so
+        raise AtlasError("; ".join(f"argument MODEL {model!r}: {message}" for _, message in exc.problems)) from None
+    for line in lines:
         click.echo(line)
+    if not every_module:
+        click.echo("receptive field: input pixels that can affect one position; (all) = it covers the whole input")
 
 
 @main.command()
 @_config_option
 @click.option("--port", default=8000, show_default=True, help="Port on localhost.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Folder to serve (default: site.output).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the site in the web browser.")
+@click.option("--watch/--no-watch", default=True, show_default=True,
+              help="Rebuild when the config, notes or templates change (needs the config).")
 @_verbosity
 @_friendly_errors
-def serve(config_path: Path, port: int, output: Path | None, verbose: int, quiet: bool) -> None:
-    """Preview the built site on http://127.0.0.1:PORT/."""
+def serve(config_path: Path, port: int, output: Path | None, open_browser: bool, watch: bool, verbose: int, quiet: bool) -> None:
+    """Preview the site on http://127.0.0.1:PORT/, rebuilding it on changes."""
     _setup_logging(verbose, quiet)
-    import http.server
+    from atlasgen.serve import serve as run_server
+    from atlasgen.serve import watcher_for
 
-    if output is None:
+    if output is None or watch and config_path.is_file():
         from atlasgen.config import load_config
 
-        output = load_config(config_path).site.output
-    if not (output / "index.html").is_file():
-        raise AtlasError(f"{output} holds no built site; run `atlasgen build` first")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(output))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
-        log.info("serving %s on http://127.0.0.1:%d/ (Ctrl-C to stop)", output, port)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+        config = load_config(config_path)
+        output = output or config.site.output
+    watcher = watcher_for(config_path, output) if watch and config_path.is_file() else None
+    run_server(output, port, open_browser, watcher)
 
 
 @main.command("train-demo")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("demo-weights.pt"), show_default=True,
               help="Where to write the trained state_dict.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the initialization and data order.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="Torch CPU threads; the same seed and thread count give the same weights on one machine.")
 @_verbosity
 @_friendly_errors
-def train_demo(output: Path, seed: int, verbose: int, quiet: bool) -> None:
+def train_demo(output: Path, seed: int, threads: int, verbose: int, quiet: bool) -> None:
     """Train the built-in demo CNN on the generated dataset, reproducibly."""
     _setup_logging(verbose, quiet)
+    import torch
+
     from atlasgen.demo.train import train
 
-    result = train(output, seed=seed, log=log.info)
-    log.info("test accuracy %.1f%% on %d generated images; weights written to %s", 100 * result["accuracy"], result["test_images"], output)
+    # Float sums depend on how work is split across threads: fix the split, fix the weights.
+    torch.set_num_threads(threads)
+    train(output, seed=seed, log=log.info)  # it reports its result once, with the file written
 
 
 @main.command()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from atlasgen.config import DEMO, ModelConfig, load_config
 from atlasgen.errors import AtlasError
+from atlasgen.plan import channel_range
 from atlasgen.settings import StageSettings
 
 
@@ -41,4 +42,5 @@ def layer_table(config_path: Path, model: str | None) -> Iterator[str]:
         rf = fields[layer.name]
         field_text = f"{rf.size[0]}x{rf.size[1]}" + (" (all)" if rf.covers_input else "")
         yield f"{layer.name:<28} {layer.channels:>8} {f'{layer.height}x{layer.width}':>12} {field_text:>18} {rf.stride[0]:>7}"
-    yield f"{len(layers)} layers, {sum(layer.channels for layer in layers)} channels"
+    total, shown = sum(layer.channels for layer in layers), sum(len(channel_range(config, layer)) for layer in layers)
+    yield f"{len(layers)} layers, {total} channels" + (f", {shown} in the atlas (channels = {list(config.channels)})" if shown != total else "")

@@ -36,11 +36,14 @@ class UnitData:
     diversity: list[Path] = field(default_factory=list)
     # objective name -> how strongly the final image activates the channel (no transforms)
     activation: dict[str, float] = field(default_factory=dict)
-    dataset_max: float | None = None  # strongest activation over the dataset (max over positions)
+    dataset_max: float | None = None  # strongest activation over the dataset (one position of one image)
+    dataset_best_mean: float | None = None  # highest spatial mean over the dataset images (one image, all positions)
     dataset_mean: float | None = None  # mean over every position of every dataset image
-    dataset_std: float | None = None
-    selectivity: float | None = None  # how peaked the channel's dataset response is (higher = more selective)
+    dataset_std: float | None = None  # standard deviation over every position of every dataset image
+    selectivity: float | None = None  # (dataset_max - dataset_mean) / dataset_std: how far the peak stands out
     dead: bool = False  # never activates, neither on the dataset nor by optimization
+    # objective name -> why its image did not move from the grey start (flat), for the pages to flag
+    still: dict[str, str] = field(default_factory=dict)
     top: list[Example] = field(default_factory=list)
     bottom: list[Example] = field(default_factory=list)
     similar: list[Related] = field(default_factory=list)  # co-activation over the dataset (Pearson r)
@@ -64,6 +67,7 @@ class LayerData:
     receptive_field: ReceptiveFieldInfo | None
     units: list[UnitData] = field(default_factory=list)  # the rendered channels, in channel order
     note_html: str = ""
+    nonnegative: bool = False  # never below zero on the dataset (it follows a ReLU): weakest examples are ties at 0
 
 
 @dataclass

@@ -97,6 +97,7 @@ def _unit(cache: Path, model: str, layer: str, channel: int, layer_channels: int
         diversity=[] if dead else diversity,
         activation={} if dead else {"channel": 7.25 + channel, "negative": -3.5, "neuron": 4.0 + 1 / 3, "diversity": 6.0},
         dataset_max=0.0 if dead else float(4.0 + channel * 0.37),
+        dataset_best_mean=0.0 if dead else float(1.0 + channel * 0.5),
         dataset_mean=0.0 if dead else float(rng.uniform(0, 1)),
         selectivity=None if dead else float(rng.uniform(0.5, 3.0)),
         dead=dead,

@@ -12,7 +12,8 @@ def test_layers_of_the_demo_model(tmp_path):
     assert lines[0] == "demo (demo), input 64x64"
     conv4 = next(line for line in lines if line.startswith("conv4"))
     assert conv4.split()[:4] == ["conv4", "128", "8x8", "38x38"]
-    assert lines[-1] == "4 layers, 240 channels"
+    assert lines[-2] == "4 layers, 240 channels"
+    assert lines[-1].startswith("receptive field: ") and "(all) = it covers the whole input" in lines[-1]
 
 
 def test_layers_needs_a_model_or_a_config(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,11 @@ def test_unit_page_content(built: tuple[SiteData, Path, RenderReport]) -> None:
     assert all(re.search(r'\bwidth="\d+" height="\d+"', tag) for tag in re.findall(r"<img [^>]+>", html))
     assert all(re.search(r'alt="[^"]{10,}"', tag) for tag in re.findall(r"<img [^>]+>", html))
     assert "class0/img010.png" in html  # source image name of an example
-    assert "9.25" in html and "\u00d7 the dataset max" in html  # activation vs dataset max
+    # like with like: the channel image's spatial mean against the best dataset image's spatial mean
+    # (9.25 / 2.0), the neuron image's centre unit against the dataset's single-position max (4.33 / 4.74)
+    text = unescape(html)
+    assert "9.25" in text and "4.6\u00d7 the best dataset image's mean" in text
+    assert "91% of the dataset's single-position max" in text
     assert 'href="../3/index.html"' in html and 'rel="prev" href="../1/index.html"' in html
     assert "r +0.90" in html  # co-activation score
     assert "This image also excites" in html
@@ -205,7 +210,8 @@ def test_citation_meta_and_canonical_only_with_url(built: tuple[SiteData, Path, 
     plain = read(out / "demo/conv1/2/index.html")
     assert "citation_title" not in plain and 'rel="canonical"' not in plain
     assert "Set <code>url</code>" in plain  # hint to configure the public URL
-    assert "demo/conv1/2/index.html" in plain
+    assert "(no public URL configured; in the atlas: demo/conv1/2/index.html)" in plain
+    assert "(no public URL configured)" in read(out / "index.html")
 
     html = read(built_with_url / "demo/conv1/2/index.html")
     assert f'<link rel="canonical" href="{URL}demo/conv1/2/">' in html
@@ -227,7 +233,8 @@ def test_bibtex_block(built_with_url: Path) -> None:
     assert "author       = {Ada Lovelace and Alan M. Turing}" in bib
     assert f"howpublished = {{\\url{{{URL}demo/layer3.0.conv/4/}}}}" in bib
     assert "year         = {2024}" in bib
-    assert "note         = {Accessed: 2024-05-17}" in bib
+    # the version and config digest trace a cited image to what made it
+    assert re.search(r"note         = \{Accessed: 2024-05-17; made with atlasgen [0-9][^,]*, config [0-9a-f]{12}\}", bib), bib
     assert bib.count("{") == bib.count("}")
 
 
@@ -404,9 +411,9 @@ def test_relative_url() -> None:
 
 
 def test_format_ratio() -> None:
-    assert format_ratio(7.25, 4.0) == "1.8\u00d7 the dataset max"
-    assert format_ratio(2.0, 4.0) == "50% of the dataset max"
-    assert format_ratio(0.0261, 9.73) == "0.27% of the dataset max"
+    assert format_ratio(7.25, 4.0) == "1.8\u00d7 the dataset's single-position max"
+    assert format_ratio(2.0, 4.0, "the best dataset image's mean") == "50% of the best dataset image's mean"
+    assert format_ratio(0.0261, 9.73) == "0.27% of the dataset's single-position max"
     assert format_ratio(-3.5, 4.0) == ""  # a negative objective is not compared with the max
     assert format_ratio(1.0, 0.0) == ""
 

@@ -16,7 +16,7 @@ from .formats import (
     bibtex_key,
     format_dims,
     format_number,
-    format_ratio,
+    objective_ratio,
     format_score,
     objective_labels,
 )
@@ -62,5 +62,5 @@ def make_environment(user_templates: Path | None = None) -> jinja2.Environment:
         last_first=author_last_first,
         plain_author=author_plain,
     )
-    env.globals.update(ratio=format_ratio, anchor=unit_anchor, labels=objective_labels(), bibkey=bibtex_key)
+    env.globals.update(ratio=objective_ratio, anchor=unit_anchor, labels=objective_labels(), bibkey=bibtex_key)
     return env

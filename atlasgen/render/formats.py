@@ -40,16 +40,33 @@ def format_score(value: float | None) -> str:
     return f"{value:+.2f}".replace("-", "\u2212")
 
 
-def format_ratio(activation: float | None, reference: float | None) -> str:
-    """How an optimized image's activation compares with the dataset maximum."""
-    # a negative objective drives the channel down: the dataset max is no yardstick for it
+# The dataset number each objective's score is compared with, like for like: an objective that
+# maximizes a spatial mean against the best dataset image's spatial mean, one that maximizes a
+# single position against the dataset's single-position maximum. Objectives not listed (negative,
+# neuron_at's rows, others) get no comparison rather than a misleading one.
+YARDSTICKS = {"channel": "best_mean", "diversity": "best_mean", "neuron": "max"}
+YARDSTICK_WORDS = {"best_mean": "the best dataset image's mean", "max": "the dataset's single-position max"}
+
+
+def format_ratio(activation: float | None, reference: float | None, words: str = YARDSTICK_WORDS["max"]) -> str:
+    """How an optimized image's activation compares with a dataset reference, named by `words`."""
+    # a negative objective drives the channel down: a dataset maximum is no yardstick for it
     if activation is None or reference is None or reference <= 0 or not math.isfinite(activation) or activation < 0:
         return ""
     ratio = activation / reference
     if ratio >= 1:
-        return f"{ratio:.1f}\u00d7 the dataset max"
+        return f"{ratio:.1f}\u00d7 {words}"
     percent = 100 * ratio
-    return f"{percent:.0f}% of the dataset max" if percent >= 10 else f"{percent:.2g}% of the dataset max"
+    return f"{percent:.0f}% of {words}" if percent >= 10 else f"{percent:.2g}% of {words}"
+
+
+def objective_ratio(objective: str, unit) -> str:
+    """An objective's score on `unit` (a UnitData) against its like-for-like dataset number."""
+    yardstick = YARDSTICKS.get(objective)
+    if yardstick is None or objective not in unit.activation:
+        return ""
+    reference = unit.dataset_best_mean if yardstick == "best_mean" else unit.dataset_max
+    return format_ratio(unit.activation[objective], reference, YARDSTICK_WORDS[yardstick])
 
 
 def format_dims(values: Iterable[int], sep: str = "\u00d7") -> str:

@@ -34,9 +34,11 @@ def _unit_json(u: UnitView, here: str) -> dict[str, Any]:
         "diversity": [relative_url(img.src, here) for img in u.diversity],
         "activation": {name: stable_float(v) for name, v in u.data.activation.items()},
         "dataset_max": stable_float(u.data.dataset_max),
+        "dataset_best_mean": stable_float(u.data.dataset_best_mean),
         "dataset_mean": stable_float(u.data.dataset_mean),
         "selectivity": stable_float(u.data.selectivity),
         "dead": bool(u.data.dead),
+        "still": dict(u.data.still),
         "examples": {
             "top": [_example_json(ex, here) for ex in u.top],
             "bottom": [_example_json(ex, here) for ex in u.bottom],

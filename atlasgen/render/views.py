@@ -85,7 +85,13 @@ class UnitView(_InSequence):
 
     @property
     def thumb(self) -> ImageRef | None:
-        return None if self.data.dead else self.images.get("channel")
+        # a dead channel or a flat grey image previews nothing
+        return None if self.data.dead or "channel" in self.data.still else self.images.get("channel")
+
+    @property
+    def bottom_ties_at_zero(self) -> bool:
+        """Every weakest example is exactly 0: ties in file-name order that say nothing."""
+        return bool(self.data.bottom) and all(ex.value == 0 for ex in self.data.bottom)
 
     @property
     def sort_activation(self) -> float | None:
