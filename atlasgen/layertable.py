@@ -41,6 +41,8 @@ def layer_table(config_path: Path, model: str | None) -> Iterator[str]:
     for layer in layers:
         rf = fields[layer.name]
         field_text = f"{rf.size[0]}x{rf.size[1]}" + (" (all)" if rf.covers_input else "")
-        yield f"{layer.name:<28} {layer.channels:>8} {f'{layer.height}x{layer.width}':>12} {field_text:>18} {rf.stride[0]:>7}"
+        # A module whose output is not (N, C, H, W) says how it is read: "nhwc", "tokens:1" (one class token left out)
+        output = f"{layer.height}x{layer.width}" + ("" if layer.layout == "nchw" else f" {layer.layout}")
+        yield f"{layer.name:<28} {layer.channels:>8} {output:>12} {field_text:>18} {rf.stride[0]:>7}"
     total, shown = sum(layer.channels for layer in layers), sum(len(channel_range(config, layer)) for layer in layers)
     yield f"{len(layers)} layers, {total} channels" + (f", {shown} in the atlas (channels = {list(config.channels)})" if shown != total else "")
