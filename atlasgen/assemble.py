@@ -83,7 +83,8 @@ def model_data(plan: ModelPlan, cache: Cache) -> ModelData:
     index = {(t.kind, t.layer, t.channel): t for t in plan.tasks}
     for info in plan.layers:
         data = LayerData(name=info.name, channels=info.channels, shape=(info.channels, info.height, info.width),
-                         receptive_field=None, units=[UnitData(channel=c) for c in channel_range(config, info)])
+                         receptive_field=None, units=[UnitData(channel=c) for c in channel_range(config, info)],
+                         layout=info.layout)
         layer = LayerContext(plan, info, data, cache, index)
         for stage in stages.all_stages():
             stage.contribute(layer)

@@ -68,6 +68,7 @@ class LayerData:
     units: list[UnitData] = field(default_factory=list)  # the rendered channels, in channel order
     note_html: str = ""
     nonnegative: bool = False  # never below zero on the dataset (it follows a ReLU): weakest examples are ties at 0
+    layout: str = "nchw"  # how the module's output is read as a map (atlasgen.hooks)
 
 
 @dataclass
