@@ -17,7 +17,7 @@ from atlasgen.objectives.diversity import gram_similarity
 from atlasgen.featvis.optimize import octave_plan, pack_batches
 from atlasgen.featvis.param import ImageParam
 from atlasgen.featvis.redirect import RedirectedReLU, redirect_relu_gradients
-from atlasgen.featvis.transforms import TransformRanges, random_view
+from atlasgen.featvis.transforms import TransformRanges, affine_matrices, align_to_image, random_view
 from atlasgen.settings import Octave, Preprocess, VisSettings
 
 CPU = torch.device("cpu")
@@ -32,7 +32,7 @@ OCTAVES = (
 def tiny_settings(**overrides) -> VisSettings:
     base = dict(
         objectives=("channel",), diversity=2, size=32, steps=48, octaves=OCTAVES,
-        pad=2, jitter=2, scale=(0.95, 1.05), rotate=5.0, relu_redirect_steps=4, batch_size=0,
+        pad=0.0625, jitter=0.0625, scale=(0.95, 1.05), rotate=5.0, relu_redirect_steps=4, batch_size=0,
     )
     base.update(overrides)
     return VisSettings(**base)
@@ -219,11 +219,26 @@ def test_identity_transform_keeps_the_image_and_shifts_move_it():
     image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     centre = torch.full((2, 4), 0.5)  # shift 0, middle of the scale range, angle 0
     still = TransformRanges(pad=0.0, jitter=0.0, scale=(1.0, 1.0), rotate=0.0)
-    assert torch.allclose(random_view(image, centre, still), image, atol=1e-5)
-    shifted = random_view(image, torch.tensor([[1.0, 0.5, 0.5, 0.5]] * 2), TransformRanges(1.0, 2.0, (1.0, 1.0), 0.0))
+    assert torch.allclose(random_view(image, affine_matrices(centre, still)), image, atol=1e-5)
+    # pad 1/16 and jitter 2/16 of a 16 px side: a full shift moves the image one pixel
+    shift = affine_matrices(torch.tensor([[1.0, 0.5, 0.5, 0.5]] * 2), TransformRanges(1 / 16, 2 / 16, (1.0, 1.0), 0.0))
+    shifted = random_view(image, shift)
     assert torch.allclose(shifted[..., :, :-1], image[..., :, 1:], atol=1e-5)  # one pixel left
-    padded = random_view(image, centre, TransformRanges(pad=4.0, jitter=0.0, scale=(1.0, 1.0), rotate=0.0))
+    padded = random_view(image, affine_matrices(centre, TransformRanges(pad=0.25, jitter=0.0, scale=(1.0, 1.0), rotate=0.0)))
     assert torch.allclose(padded[..., 0, 0], torch.full((2, 3), 0.5))  # grey border
+
+
+def test_align_to_image_undoes_each_view():
+    y, x = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    smooth = (torch.sin(x / 4) + torch.cos(y / 5))[None, None].repeat(4, 1, 1, 1)  # bilinear-friendly
+    draws = torch.rand(4, 4, generator=torch.Generator().manual_seed(1))
+    theta = affine_matrices(draws, TransformRanges(pad=0.1, jitter=0.15, scale=(0.9, 1.1), rotate=10.0))
+    viewed = random_view(smooth, theta)[:, 0]
+    assert not torch.allclose(viewed, smooth[:, 0], atol=0.1)
+    aligned = align_to_image(viewed, theta)
+    assert torch.allclose(aligned[:, 6:18, 6:18], smooth[:, 0, 6:18, 6:18], atol=0.05)
+    still = affine_matrices(torch.full((4, 4), 0.5), TransformRanges(0.0, 0.0, (1.0, 1.0), 0.0))
+    assert torch.allclose(align_to_image(smooth[:, 0], still), smooth[:, 0], atol=1e-5)
 
 
 def test_octave_plan_and_batches():
