@@ -235,10 +235,33 @@ def test_align_to_image_undoes_each_view():
     theta = affine_matrices(draws, TransformRanges(pad=0.1, jitter=0.15, scale=(0.9, 1.1), rotate=10.0))
     viewed = random_view(smooth, theta)[:, 0]
     assert not torch.allclose(viewed, smooth[:, 0], atol=0.1)
-    aligned = align_to_image(viewed, theta)
-    assert torch.allclose(aligned[:, 6:18, 6:18], smooth[:, 0, 6:18, 6:18], atol=0.05)
+    aligned = align_to_image(viewed, theta)  # the nearest unit: within half a pixel
+    assert torch.allclose(aligned[:, 6:18, 6:18], smooth[:, 0, 6:18, 6:18], atol=0.2)
+    assert (aligned[:, 6:18, 6:18] - smooth[:, 0, 6:18, 6:18]).abs().mean() < 0.05
+    # A shift by whole pixels is undone exactly: 4/24 jitter, drawn at its extreme, is 2 px.
+    noise = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(2))
+    two_px = affine_matrices(torch.tensor([[1.0, 0.0, 0.5, 0.5]]), TransformRanges(2 / 24, 4 / 24, (1.0, 1.0), 0.0))
+    back = align_to_image(random_view(noise, two_px)[:, 0], two_px)
+    assert torch.allclose(back[:, 2:-2, 2:-2], noise[:, 0, 2:-2, 2:-2], atol=1e-5)
     still = affine_matrices(torch.full((4, 4), 0.5), TransformRanges(0.0, 0.0, (1.0, 1.0), 0.0))
     assert torch.allclose(align_to_image(smooth[:, 0], still), smooth[:, 0], atol=1e-5)
+
+
+def test_neuron_follows_the_jitter_to_its_exact_optimum():
+    """A linear first layer's centre unit under strong jitter (a quarter of the side): the exact
+    optimum over [0, 1] images is its weights' sign pattern (value(0) + sum of the positive
+    gradient). A centre unit that stays put while the content jitters reached 0.66 of it."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(3, 2, 3, padding=1)
+    model = nn.Sequential(OrderedDict(conv=conv)).eval()
+    settings = tiny_settings(objectives=("neuron",), size=24, steps=96, pad=0.1, jitter=0.25)
+    result = visualize_channels(model, "conv", [0, 1], settings, CENTRED, CPU)
+    x = torch.zeros(1, 3, 24, 24, requires_grad=True)
+    for i, channel in enumerate([0, 1]):
+        value = conv(x * 2 - 1)[0, channel, 12, 12]
+        (grad,) = torch.autograd.grad(value, x)
+        optimum = value.item() + grad.clamp_min(0).sum().item()
+        assert result.activation["neuron"][i] >= 0.8 * optimum
 
 
 def test_octave_plan_and_batches():

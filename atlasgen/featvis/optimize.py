@@ -228,7 +228,11 @@ def optimize_batch(
             for group in optimizer.param_groups:
                 group["lr"] = octave.lr[0] + (octave.lr[1] - octave.lr[0]) * t
             optimizer.zero_grad(set_to_none=True)
-            theta = affine_matrices(draws[:, step], ranges)
+            # Over the last octave the transforms fade to the identity view, on which the image is
+            # scored: robust structure is laid down first, then exact detail (borders, a neuron's
+            # few pixels) settles without the random views averaging it away.
+            strength = 1.0 - t if octave is plan[-1] else 1.0
+            theta = affine_matrices(draws[:, step], ranges.scaled(strength))
             view = random_view(param.image(), theta)
             with redirect_relu_gradients(step < settings.relu_redirect_steps), autocast:
                 acts = layer_activations(model, layer, normalize(view))

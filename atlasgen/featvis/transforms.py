@@ -29,6 +29,12 @@ class TransformRanges:
     scale: tuple[float, float]
     rotate: float  # degrees
 
+    def scaled(self, factor: float) -> TransformRanges:
+        """The transforms `factor` times as strong (0 = the identity view)."""
+        low, high = self.scale
+        return TransformRanges(self.pad * factor, self.jitter * factor,
+                               (1 + (low - 1) * factor, 1 + (high - 1) * factor), self.rotate * factor)
+
 
 def affine_matrices(uniform: torch.Tensor, ranges: TransformRanges) -> torch.Tensor:
     """(B, 2, 3) `affine_grid` matrices (output -> input, coordinates in [-1, 1]) from (B, 4)
@@ -64,8 +70,11 @@ def inverse(theta: torch.Tensor) -> torch.Tensor:
 
 def align_to_image(maps: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Activation maps (n, h, w) of transformed views, resampled so that cell (i, j) holds the
-    activation at the place where the untransformed image's cell (i, j) went (bilinear; zero
-    where that place left the view). Under the identity view this is `maps` itself."""
+    unit nearest to the place where the untransformed image's cell (i, j) went (zero where that
+    place left the view). Under the identity view this is `maps` itself."""
     maps = maps[:, None]
     grid = F.affine_grid(inverse(theta.float()).to(maps.dtype), list(maps.shape), align_corners=False)
-    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+    # Nearest: each cell is one real unit (the one now over that content), not a blend of
+    # neighbours whose best patterns differ (measured: blends settle further from a linear
+    # layer's exact optimum).
+    return F.grid_sample(maps, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
