@@ -102,12 +102,13 @@ def test_colour_and_orientation_channels_show_their_feature():
 
 
 def test_same_channel_alone_or_in_a_batch_gives_the_same_image():
-    settings = tiny_settings(objectives=("channel", "diversity"), steps=12, size=24)
+    # neuron reads its activations through each image's own view (follows_view)
+    settings = tiny_settings(objectives=("channel", "neuron", "diversity"), steps=12, size=24)
     alone = visualize_channels(random_net(), "relu2", [3], settings, CENTRED, CPU)
     crowd = visualize_channels(random_net(), "relu2", [0, 1, 2, 3, 4, 5], settings, CENTRED, CPU)
     split = visualize_channels(random_net(), "relu2", [5, 3, 1], tiny_settings(
-        objectives=("channel", "diversity"), steps=12, size=24, batch_size=3), CENTRED, CPU)
-    for objective in ("channel", "diversity"):
+        objectives=("channel", "neuron", "diversity"), steps=12, size=24, batch_size=3), CENTRED, CPU)
+    for objective in ("channel", "neuron", "diversity"):
         assert psnr(alone.images[objective][0], crowd.images[objective][3]) > 40
         assert psnr(alone.images[objective][0], split.images[objective][1]) > 40
     # Different channels really do differ, so the comparison above is not vacuous.
