@@ -17,6 +17,7 @@ import numpy as np
 import atlasgen
 from atlasgen import stages
 from atlasgen.cache import Cache, Entry
+from atlasgen.atlasversion import atlas_version
 from atlasgen.config import DEMO, Config
 from atlasgen.plan import LayerInfo, ModelPlan, Task, channel_range
 from atlasgen.published import public_arch, public_weights
@@ -69,7 +70,7 @@ def site_data(config: Config, plans: Sequence[ModelPlan], cache: Cache) -> SiteD
     sections = [s.unit_section for s in stages.all_stages() if s.unit_section]
     return SiteData(
         title=config.site.title, authors=list(config.site.authors), url=config.site.url, version=atlasgen.__version__,
-        built=datetime.date.today().isoformat(), config_digest=config.digest[:12], image_format=config.site.images.format,
+        built=datetime.date.today().isoformat(), config_digest=atlas_version(plans)[:12], image_format=config.site.images.format,
         models=[model_data(plan, cache) for plan in plans], unit_sections=sections,
     )
 

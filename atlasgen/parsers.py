@@ -238,6 +238,21 @@ def number(low: float | None = None, high: float | None = None) -> Parser:
     return _bounded(False, low, high)
 
 
+def fraction_of_side(low: float, high: float) -> Parser:
+    """A length as a fraction of the image side; a value of 1 or more was meant as pixels (the
+    unit of these keys before atlasgen 0.2), so the message says how to convert it."""
+    bounded = number(low, high)
+
+    def parse(value: Any, path: str, problems: Problems) -> float | None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1:
+            problems.add(path, f"{value} looks like pixels, but {path.rsplit('.', 1)[-1]} is a fraction of the image "
+                               f"side now, from {low} to {high}: divide by `size` (12 px of a 128 px image is 0.094)")
+            return None
+        return bounded(value, path, problems)
+
+    return Parser(parse, "number", f"{low} to {high} of the image side")
+
+
 def choice(*choices: str) -> Parser:
     return choice_from(lambda: choices)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atlasgen.parsers import (
-    boolean, choice, choice_from, integer, list_of, number, pair, required, section, setting, subtables, table_of,
+    boolean, choice, choice_from, fraction_of_side, integer, list_of, number, pair, required, section, setting, subtables, table_of,
 )
 
 
@@ -68,8 +68,15 @@ class VisSettings:
         DEFAULT_OCTAVES, list_of(table_of(Octave, "an octave"), nonempty=True),
         "the optimization schedule; shares add up to 1 and the last octave has scale = 1.0",
     )
-    pad: int = setting(12, integer(0, 512), "grey border added around the image before the random transforms, pixels")
-    jitter: int = setting(8, integer(0, 512), "random shift of up to half this many pixels each way")
+    pad: float = setting(
+        0.094, fraction_of_side(0.0, 0.5),
+        "grey border added around the image before the random transforms, as a fraction of the image side "
+        "(Lucid's 12 px at 128 px)",
+    )
+    jitter: float = setting(
+        0.0625, fraction_of_side(0.0, 0.5),
+        "random shift of up to half this fraction of the image side each way (Lucid's 8 px at 128 px)",
+    )
     scale: tuple[float, float] = setting((0.9, 1.1), pair(number(0.1, 10.0)), "random zoom factor range [low, high]")
     rotate: float = setting(10.0, number(0.0, 180.0), "random rotation, degrees, uniform in [-rotate, rotate]")
     decorrelate: bool = setting(True, boolean, "optimize in a colour-decorrelated space")

@@ -89,7 +89,7 @@ class SiteData:
     url: str | None  # public base URL, for citations and canonical links only
     version: str  # atlasgen version
     built: str  # build date, ISO YYYY-MM-DD
-    config_digest: str
+    config_digest: str  # the atlas's version: digest of what determines its content (atlasversion.py)
     image_format: str  # "webp", "jpeg" or "png": the format of the image files
     models: list[ModelData] = field(default_factory=list)
     note_html: str = ""

@@ -123,6 +123,19 @@ arch = "demo"
     assert any("scale = 1.0" in m for _, m in found)
 
 
+def test_pixel_pad_and_jitter_get_a_conversion_message(tmp_path):
+    found = dict(problems(tmp_path, """
+[visualize]
+pad = 12
+jitter = 0.75
+[[models]]
+name = "demo"
+arch = "demo"
+"""))
+    assert "looks like pixels" in found["visualize.pad"] and "0.094" in found["visualize.pad"]
+    assert "at most 0.5" in found["visualize.jitter"]
+
+
 def test_missing_file_and_no_models(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")

@@ -17,7 +17,7 @@ from atlasgen.objectives.diversity import gram_similarity
 from atlasgen.featvis.optimize import octave_plan, pack_batches
 from atlasgen.featvis.param import ImageParam
 from atlasgen.featvis.redirect import RedirectedReLU, redirect_relu_gradients
-from atlasgen.featvis.transforms import TransformRanges, random_view
+from atlasgen.featvis.transforms import TransformRanges, affine_matrices, align_to_image, random_view
 from atlasgen.settings import Octave, Preprocess, VisSettings
 
 CPU = torch.device("cpu")
@@ -32,7 +32,7 @@ OCTAVES = (
 def tiny_settings(**overrides) -> VisSettings:
     base = dict(
         objectives=("channel",), diversity=2, size=32, steps=48, octaves=OCTAVES,
-        pad=2, jitter=2, scale=(0.95, 1.05), rotate=5.0, relu_redirect_steps=4, batch_size=0,
+        pad=0.0625, jitter=0.0625, scale=(0.95, 1.05), rotate=5.0, relu_redirect_steps=4, batch_size=0,
     )
     base.update(overrides)
     return VisSettings(**base)
@@ -102,12 +102,13 @@ def test_colour_and_orientation_channels_show_their_feature():
 
 
 def test_same_channel_alone_or_in_a_batch_gives_the_same_image():
-    settings = tiny_settings(objectives=("channel", "diversity"), steps=12, size=24)
+    # neuron reads its activations through each image's own view (follows_view)
+    settings = tiny_settings(objectives=("channel", "neuron", "diversity"), steps=12, size=24)
     alone = visualize_channels(random_net(), "relu2", [3], settings, CENTRED, CPU)
     crowd = visualize_channels(random_net(), "relu2", [0, 1, 2, 3, 4, 5], settings, CENTRED, CPU)
     split = visualize_channels(random_net(), "relu2", [5, 3, 1], tiny_settings(
-        objectives=("channel", "diversity"), steps=12, size=24, batch_size=3), CENTRED, CPU)
-    for objective in ("channel", "diversity"):
+        objectives=("channel", "neuron", "diversity"), steps=12, size=24, batch_size=3), CENTRED, CPU)
+    for objective in ("channel", "neuron", "diversity"):
         assert psnr(alone.images[objective][0], crowd.images[objective][3]) > 40
         assert psnr(alone.images[objective][0], split.images[objective][1]) > 40
     # Different channels really do differ, so the comparison above is not vacuous.
@@ -219,11 +220,49 @@ def test_identity_transform_keeps_the_image_and_shifts_move_it():
     image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     centre = torch.full((2, 4), 0.5)  # shift 0, middle of the scale range, angle 0
     still = TransformRanges(pad=0.0, jitter=0.0, scale=(1.0, 1.0), rotate=0.0)
-    assert torch.allclose(random_view(image, centre, still), image, atol=1e-5)
-    shifted = random_view(image, torch.tensor([[1.0, 0.5, 0.5, 0.5]] * 2), TransformRanges(1.0, 2.0, (1.0, 1.0), 0.0))
+    assert torch.allclose(random_view(image, affine_matrices(centre, still)), image, atol=1e-5)
+    # pad 1/16 and jitter 2/16 of a 16 px side: a full shift moves the image one pixel
+    shift = affine_matrices(torch.tensor([[1.0, 0.5, 0.5, 0.5]] * 2), TransformRanges(1 / 16, 2 / 16, (1.0, 1.0), 0.0))
+    shifted = random_view(image, shift)
     assert torch.allclose(shifted[..., :, :-1], image[..., :, 1:], atol=1e-5)  # one pixel left
-    padded = random_view(image, centre, TransformRanges(pad=4.0, jitter=0.0, scale=(1.0, 1.0), rotate=0.0))
+    padded = random_view(image, affine_matrices(centre, TransformRanges(pad=0.25, jitter=0.0, scale=(1.0, 1.0), rotate=0.0)))
     assert torch.allclose(padded[..., 0, 0], torch.full((2, 3), 0.5))  # grey border
+
+
+def test_align_to_image_undoes_each_view():
+    y, x = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    smooth = (torch.sin(x / 4) + torch.cos(y / 5))[None, None].repeat(4, 1, 1, 1)  # bilinear-friendly
+    draws = torch.rand(4, 4, generator=torch.Generator().manual_seed(1))
+    theta = affine_matrices(draws, TransformRanges(pad=0.1, jitter=0.15, scale=(0.9, 1.1), rotate=10.0))
+    viewed = random_view(smooth, theta)[:, 0]
+    assert not torch.allclose(viewed, smooth[:, 0], atol=0.1)
+    aligned = align_to_image(viewed, theta)  # the nearest unit: within half a pixel
+    assert torch.allclose(aligned[:, 6:18, 6:18], smooth[:, 0, 6:18, 6:18], atol=0.2)
+    assert (aligned[:, 6:18, 6:18] - smooth[:, 0, 6:18, 6:18]).abs().mean() < 0.05
+    # A shift by whole pixels is undone exactly: 4/24 jitter, drawn at its extreme, is 2 px.
+    noise = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(2))
+    two_px = affine_matrices(torch.tensor([[1.0, 0.0, 0.5, 0.5]]), TransformRanges(2 / 24, 4 / 24, (1.0, 1.0), 0.0))
+    back = align_to_image(random_view(noise, two_px)[:, 0], two_px)
+    assert torch.allclose(back[:, 2:-2, 2:-2], noise[:, 0, 2:-2, 2:-2], atol=1e-5)
+    still = affine_matrices(torch.full((4, 4), 0.5), TransformRanges(0.0, 0.0, (1.0, 1.0), 0.0))
+    assert torch.allclose(align_to_image(smooth[:, 0], still), smooth[:, 0], atol=1e-5)
+
+
+def test_neuron_follows_the_jitter_to_its_exact_optimum():
+    """A linear first layer's centre unit under strong jitter (a quarter of the side): the exact
+    optimum over [0, 1] images is its weights' sign pattern (value(0) + sum of the positive
+    gradient). A centre unit that stays put while the content jitters reached 0.66 of it."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(3, 2, 3, padding=1)
+    model = nn.Sequential(OrderedDict(conv=conv)).eval()
+    settings = tiny_settings(objectives=("neuron",), size=24, steps=96, pad=0.1, jitter=0.25)
+    result = visualize_channels(model, "conv", [0, 1], settings, CENTRED, CPU)
+    x = torch.zeros(1, 3, 24, 24, requires_grad=True)
+    for i, channel in enumerate([0, 1]):
+        value = conv(x * 2 - 1)[0, channel, 12, 12]
+        (grad,) = torch.autograd.grad(value, x)
+        optimum = value.item() + grad.clamp_min(0).sum().item()
+        assert result.activation["neuron"][i] >= 0.8 * optimum
 
 
 def test_octave_plan_and_batches():

@@ -29,7 +29,7 @@ def red_net() -> nn.Module:
 
 
 def settings_at(row, col) -> VisSettings:
-    return VisSettings(objectives=("neuron_at",), size=16, steps=40, octaves=OCTAVES, pad=0, jitter=1, scale=(1.0, 1.0),
+    return VisSettings(objectives=("neuron_at",), size=16, steps=40, octaves=OCTAVES, pad=0.0, jitter=0.0625, scale=(1.0, 1.0),
                        rotate=0.0, relu_redirect_steps=0, options=(("neuron_at", NeuronAt(row=row, col=col)),))
 
 

@@ -56,6 +56,15 @@ def read(path: Path) -> str:
 # --------------------------------------------------------------------------- pages and links
 
 
+def test_unit_pages_say_when_the_patch_is_the_whole_image(built: tuple[SiteData, Path, RenderReport]) -> None:
+    _, out, _ = built
+    whole = read(out / "demo/layer3.0.conv/0/index.html")  # its field covers the input
+    assert "each patch is the whole image as the model sees it" in whole and "cropped to the receptive field" not in whole
+    cropped = read(out / "demo/conv1/0/index.html")
+    assert "cropped to the receptive field around the strongest position" in cropped
+    assert "patch is the whole image" not in cropped
+
+
 def test_every_page_type_exists(built: tuple[SiteData, Path, RenderReport]) -> None:
     site, out, report = built
     expected = ["index.html", "404.html", ".nojekyll", "CITATION.cff", "robots.txt", "assets/atlas.css", "assets/atlas.js"]

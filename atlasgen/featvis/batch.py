@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from atlasgen import objectives
+from atlasgen.featvis.transforms import align_to_image
 from atlasgen.settings import VisSettings
 
 _SCALE_EPS = 1e-12
@@ -61,17 +62,26 @@ class BatchObjective:
     def build(specs: list[ImageSpec], settings: VisSettings, device: torch.device) -> BatchObjective:
         return BatchObjective(batch_parts(specs, device), settings)
 
-    def loss(self, acts: torch.Tensor) -> torch.Tensor:
-        """Sum over images of each image's loss (to minimize)."""
+    def loss(self, acts: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum over images of each image's loss (to minimize); `theta` (B, 2, 3): each image's
+        random view, for the objectives that follow it."""
         acts = acts.float()
         value = acts.new_zeros(acts.shape[0])
         for part in self.parts:
-            value = value.index_put((part.rows,), part.objective.loss(acts, part.rows, part.channels, self.settings))
+            value = value.index_put((part.rows,), self._part_loss(part, acts, theta))
         losses = -value
         # Each image's loss in units of its layer's RMS activation: untrained or unusual models
         # have activations of 1e-7, where Adam's epsilon would otherwise swamp the gradient.
         scale = acts.flatten(1).pow(2).mean(dim=1).sqrt().detach().clamp_min(_SCALE_EPS)
         return (losses / scale).sum()
+
+    def _part_loss(self, part: Part, acts: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
+        if not part.objective.follows_view or theta is None:
+            return part.objective.loss(acts, part.rows, part.channels, self.settings)
+        aligned = align_to_image(acts[part.rows, part.channels], theta[part.rows])[:, None]
+        n = aligned.shape[0]
+        return part.objective.loss(aligned, torch.arange(n, device=acts.device),
+                                   torch.zeros(n, dtype=torch.long, device=acts.device), self.settings)
 
     def scores(self, acts: torch.Tensor) -> torch.Tensor:
         """(B,) each image's reported score on untransformed activations."""

@@ -17,7 +17,7 @@ from atlasgen import objectives
 from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
-from atlasgen.featvis.transforms import DRAWS_PER_STEP, TransformRanges, random_view
+from atlasgen.featvis.transforms import DRAWS_PER_STEP, TransformRanges, affine_matrices, random_view
 from atlasgen.hooks import eval_mode, forward_layers
 from atlasgen.settings import Preprocess, VisSettings
 
@@ -217,22 +217,26 @@ def optimize_batch(
     objective = BatchObjective.build(specs, settings, device)
     normalize = _normalizer(preprocess, device)
     autocast, scaler = _autocast(device)
-    base = TransformRanges(float(settings.pad), float(settings.jitter), tuple(settings.scale), float(settings.rotate))
+    ranges = TransformRanges(settings.pad, settings.jitter, tuple(settings.scale), settings.rotate)
     step = 0
     for octave in plan:
         if octave.size != param.size:
             param = _resized(param, octave.size)
         optimizer = torch.optim.Adam([param.params], lr=octave.lr[0], eps=ADAM_EPS)
-        ranges = base.scaled(octave.size / settings.size)
         for k in range(octave.steps):
             t = k / (octave.steps - 1) if octave.steps > 1 else 0.0
             for group in optimizer.param_groups:
                 group["lr"] = octave.lr[0] + (octave.lr[1] - octave.lr[0]) * t
             optimizer.zero_grad(set_to_none=True)
-            view = random_view(param.image(), draws[:, step], ranges)
+            # Over the last octave the transforms fade to the identity view, on which the image is
+            # scored: robust structure is laid down first, then exact detail (borders, a neuron's
+            # few pixels) settles without the random views averaging it away.
+            strength = 1.0 - t if octave is plan[-1] else 1.0
+            theta = affine_matrices(draws[:, step], ranges.scaled(strength))
+            view = random_view(param.image(), theta)
             with redirect_relu_gradients(step < settings.relu_redirect_steps), autocast:
                 acts = layer_activations(model, layer, normalize(view))
-            loss = objective.loss(acts)
+            loss = objective.loss(acts, theta)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)

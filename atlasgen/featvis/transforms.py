@@ -1,7 +1,12 @@
 """Random geometric transforms applied to the image before every step, so the optimized
 pattern must survive small shifts, zooms and rotations (this suppresses adversarial
 high-frequency noise). Pad, jitter, scale and rotation compose into one affine map per image,
-applied to the whole batch with a single `affine_grid` + `grid_sample`."""
+applied to the whole batch with a single `affine_grid` + `grid_sample`.
+
+Pad and jitter are fractions of the image side, so a transform does the same to a 32 px image
+as to a 224 px one, and the same at every octave of the optimization. Objectives that look
+at positions of the image (a neuron) read the activations through `align_to_image`, which
+undoes each image's view, so the unit they follow stays on the content it optimizes."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ PAD_VALUE = 0.5  # grey, as Lucid pads: the network sees a neutral border, not a
 
 @dataclass(frozen=True)
 class TransformRanges:
-    """Transform strengths in pixels of the image being optimized."""
+    """Transform strengths: pad and jitter as fractions of the image side."""
 
     pad: float
     jitter: float
@@ -25,34 +30,51 @@ class TransformRanges:
     rotate: float  # degrees
 
     def scaled(self, factor: float) -> TransformRanges:
-        """The same transforms for an image `factor` times the size (octaves)."""
-        return TransformRanges(self.pad * factor, self.jitter * factor, self.scale, self.rotate)
+        """The transforms `factor` times as strong (0 = the identity view)."""
+        low, high = self.scale
+        return TransformRanges(self.pad * factor, self.jitter * factor,
+                               (1 + (low - 1) * factor, 1 + (high - 1) * factor), self.rotate * factor)
 
 
-def affine_matrices(uniform: torch.Tensor, size: int, ranges: TransformRanges) -> torch.Tensor:
-    """(B, 2, 3) `affine_grid` matrices from (B, 4) uniform draws in [0, 1).
+def affine_matrices(uniform: torch.Tensor, ranges: TransformRanges) -> torch.Tensor:
+    """(B, 2, 3) `affine_grid` matrices (output -> input, coordinates in [-1, 1]) from (B, 4)
+    uniform draws in [0, 1).
 
-    The output shows a view of side `size + 2 * pad - jitter` pixels (grey outside the image,
-    as Lucid's pad then jitter-crop), shifted by up to +-jitter/2, zoomed by a factor in
-    `scale` and rotated by up to +-`rotate` degrees about its centre.
+    The output shows a view of side `1 + 2 * pad - jitter` image sides (grey outside the image,
+    as Lucid's pad then jitter-crop), shifted by up to +-jitter/2 of the side, zoomed by a factor
+    in `scale` and rotated by up to +-`rotate` degrees about its centre.
     """
-    half = size / 2.0
-    shift = (uniform[:, :2] - 0.5) * ranges.jitter  # pixels
+    shift = (uniform[:, :2] - 0.5) * 2.0 * ranges.jitter  # in [-1, 1] coordinates: a side is 2
     low, high = ranges.scale
     zoom = low + (high - low) * uniform[:, 2]
     angle = torch.deg2rad((2.0 * uniform[:, 3] - 1.0) * ranges.rotate)
-    view = (size + 2.0 * ranges.pad - ranges.jitter) / size / zoom
+    view = (1.0 + 2.0 * ranges.pad - ranges.jitter) / zoom
     cos, sin = torch.cos(angle) * view, torch.sin(angle) * view
-    row_x = torch.stack([cos, -sin, shift[:, 0] / half], dim=1)
-    row_y = torch.stack([sin, cos, shift[:, 1] / half], dim=1)
+    row_x = torch.stack([cos, -sin, shift[:, 0]], dim=1)
+    row_y = torch.stack([sin, cos, shift[:, 1]], dim=1)
     return torch.stack([row_x, row_y], dim=1)
 
 
-def random_view(images: torch.Tensor, uniform: torch.Tensor, ranges: TransformRanges) -> torch.Tensor:
-    """Apply each image's own random affine view; output has the input's size."""
-    size = images.shape[-1]
-    theta = affine_matrices(uniform.to(images.device, images.dtype), size, ranges)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+def random_view(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Apply each image's affine view `theta` (B, 2, 3); output has the input's size."""
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     # Sampling (image - grey) with zero padding puts grey outside the image.
     return F.grid_sample(images - PAD_VALUE, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + PAD_VALUE
 
+
+def inverse(theta: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 3) the inverse affine maps: input -> output coordinates."""
+    linear = torch.linalg.inv(theta[:, :, :2])
+    return torch.cat([linear, -(linear @ theta[:, :, 2:])], dim=2)
+
+
+def align_to_image(maps: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Activation maps (n, h, w) of transformed views, resampled so that cell (i, j) holds the
+    unit nearest to the place where the untransformed image's cell (i, j) went (zero where that
+    place left the view). Under the identity view this is `maps` itself."""
+    maps = maps[:, None]
+    grid = F.affine_grid(inverse(theta.float()).to(maps.dtype), list(maps.shape), align_corners=False)
+    # Nearest: each cell is one real unit (the one now over that content), not a blend of
+    # neighbours whose best patterns differ (measured: blends settle further from a linear
+    # layer's exact optimum).
+    return F.grid_sample(maps, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]

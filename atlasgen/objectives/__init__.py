@@ -37,6 +37,10 @@ class Objective:
     images: Callable[[VisSettings], int] = lambda settings: 1  # images per channel
     grouped: bool = False  # a channel's images are optimized in one batch (they interact)
     options: type | None = None  # settings dataclass read from [visualize.<name>], or None
+    # The loss reads each image's own channel in the image's coordinates: the optimizer passes
+    # it that channel alone (rows 0..n-1, channel 0), resampled to undo each image's random
+    # view, so a unit it picks stays on the content it optimizes (transforms.align_to_image).
+    follows_view: bool = False
 
 
 _REGISTRY: Registry[Objective] = Registry("objective")

@@ -1,5 +1,9 @@
 """neuron: maximize the single unit at the centre of the channel's map (lucent's convention,
-(h // 2, w // 2)), which shows the feature at its receptive field's scale."""
+(h // 2, w // 2)), which shows the feature at its receptive field's scale.
+
+It follows the random view: during optimization it reads the unit nearest to the place where the
+image's centre went, so jitter, zoom and rotation move the unit with the
+content instead of moving the content out of the unit's field."""
 
 from atlasgen.objectives import Objective, register
 from atlasgen.objectives._common import unit_value
@@ -16,4 +20,5 @@ register(Objective(
     order=30,
     loss=centre_unit,
     score=centre_unit,
+    follows_view=True,
 ))

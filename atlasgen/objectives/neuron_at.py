@@ -61,4 +61,5 @@ register(Objective(
     loss=unit_or_row,
     score=unit_or_row,
     options=NeuronAt,
+    follows_view=True,  # the chosen unit stays on its content under the random views
 ))

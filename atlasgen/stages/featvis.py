@@ -42,7 +42,7 @@ def images_per_channel(settings) -> int:
 
 class FeatureVisualization(Stage):
     name = "featvis"
-    version = 1
+    version = 2  # 2: pad and jitter as fractions of the image; neuron objectives follow the view
     order = 40
     title = "feature visualization"
 
