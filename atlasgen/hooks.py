@@ -120,21 +120,27 @@ def forward_layers(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> 
 def output_shapes(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """The shape of each named module's first output over a whole forward pass, in the order the
     pass reaches them (() for outputs that are not tensors); modules never reached are absent.
-    A pass that fails after some maps were produced keeps what it reached."""
+    A pass that fails in a fully connected head after some maps were produced keeps what it reached."""
     shapes: dict[str, tuple[int, ...]] = {}
 
     def record(name: str, output: object) -> None:
         if name not in shapes:
             shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
 
-    with hooked(model, names, record), torch.no_grad():
-        try:
+    started: list[nn.Module] = []
+    modules = dict(model.named_modules())
+    handles = [modules[name].register_forward_pre_hook(lambda m, _args: started.append(m)) for name in names]
+    try:
+        with hooked(model, names, record), torch.no_grad():
             model(x)
-        except Exception:
-            # A head that fails at this size (a classifier sized for 224 px inputs) does not
-            # stop the atlas from reading the layers before it.
-            if not any(len(shape) >= 3 for shape in shapes.values()):
-                raise
+    except Exception:
+        # A fully connected head sized for another input (VGG's classifier expects 7x7 maps)
+        # does not stop the atlas from reading the maps before it; any other failure does.
+        if not (started and isinstance(started[-1], nn.Linear) and any(len(s) >= 3 for s in shapes.values())):
+            raise
+    finally:
+        for handle in handles:
+            handle.remove()
     return shapes
 
 
