@@ -8,6 +8,10 @@ to the input. Every path from an input pixel to the unit then contributes a posi
 amount, so nothing cancels and the support of the gradient (> 0) is exactly the unit's
 field, whatever the topology (concatenated branches, residual adds, ceil-mode pools).
 
+Two operations are read by what they do to geometry: a squeeze-and-excitation gate (a per-channel scale computed from
+the whole map) counts as a gate of ones, and attention counts as every position seeing every
+other one, so a transformer's units see the whole input after its first attention block.
+
 Channels never change geometry, so by default every convolution also collapses its
 input channels to one ("geometry mode"): the probe then costs almost nothing even for
 ResNet-50 at several times its input size. Models whose forward depends on channel
@@ -80,8 +84,8 @@ def _depends_on_input(t) -> bool:
     return isinstance(t, torch.Tensor) and t.requires_grad and not isinstance(t, nn.Parameter)
 
 
-def _gate_held(a, b) -> tuple:
-    """A map multiplied by a per-channel gate computed from the whole map (squeeze-and-excitation:
+def _geometric_factors(a, b) -> tuple:
+    """The operands of a product, made positive and geometric. A map multiplied by a per-channel gate computed from the whole map (squeeze-and-excitation:
     (N, C, 1, 1) times (N, C, H, W)) is treated as the map alone: the gate rescales what a unit
     sees, it does not widen it. Without this, every unit after the first SE block would "see"
     the whole image through the global pooling, and its patches would be the whole image. (A
@@ -128,7 +132,7 @@ class _PositiveGeometry(TorchFunctionMode):
         if func is F.linear:
             return self._linear(args, kwargs)
         if func in _MULTIPLY and len(args) == 2:
-            return func(*_gate_held(*args), **kwargs)
+            return func(*_geometric_factors(*args), **kwargs)
         if func is F.multi_head_attention_forward:  # (L, N, E) query, key, value
             query, value = args[0], args[2]
             return value.mean(dim=0, keepdim=True).expand(query.shape[0], *value.shape[1:]), None
