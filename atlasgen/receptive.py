@@ -8,9 +8,10 @@ to the input. Every path from an input pixel to the unit then contributes a posi
 amount, so nothing cancels and the support of the gradient (> 0) is exactly the unit's
 field, whatever the topology (concatenated branches, residual adds, ceil-mode pools).
 
-Two operations are read by what they do to geometry: a squeeze-and-excitation gate (a per-channel scale computed from
-the whole map) counts as a gate of ones, and attention counts as every position seeing every
-other one, so a transformer's units see the whole input after its first attention block.
+Two operations are read by what they do to geometry: a squeeze-and-excitation gate (a
+per-channel scale computed from the whole map) counts as a gate of ones, and attention as every
+position seeing every other one, so a transformer's units see the whole input after its first
+attention block.
 
 Channels never change geometry, so by default every convolution also collapses its
 input channels to one ("geometry mode"): the probe then costs almost nothing even for
