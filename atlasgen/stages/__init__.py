@@ -77,6 +77,16 @@ class Stage:
     def tasks(self, basis: KeyBasis) -> list[Task]:
         raise NotImplementedError
 
+    def layer_tasks(self, basis: KeyBasis, **inputs: Any) -> list[Task]:
+        """One task per layer, keyed by the dataset as the pass reads it plus `inputs` (the
+        usual `tasks` of a stage that reads the dataset)."""
+        from atlasgen.plan import make_task
+
+        dataset = {"dataset": basis.fingerprint, "preprocess": dataclasses.asdict(basis.preprocess),
+                   "max_images": basis.config.stages.examples.max_images, **inputs}
+        return [make_task(self.name, self.version, basis.config.name, layer.name, None,
+                          {**basis.model_inputs(layer.name), **dataset}) for layer in basis.layers]
+
     def compute(self, run: Run, plan: ModelPlan, tasks: list[Task]) -> None:
         """Compute and store `tasks` (stages that do not read the dataset)."""
         raise NotImplementedError

@@ -12,11 +12,9 @@ or size. Exact zeros (images on which a ReLU channel never fires) are counted ap
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
-from atlasgen.plan import make_task
 from atlasgen.stages import Stage, register
 
 BINS_PER_SIDE = 32  # B: at most 2B bins, of which a ReLU channel uses the B positive ones
@@ -93,10 +91,7 @@ class Histogram(Stage):
     unit_section = "partials/histogram.html"
 
     def tasks(self, basis):
-        inputs = {"dataset": basis.fingerprint, "preprocess": dataclasses.asdict(basis.preprocess),
-                  "max_images": basis.config.stages.examples.max_images, "bins_per_side": BINS_PER_SIDE}
-        return [make_task(self.name, self.version, basis.config.name, layer.name, None,
-                          {**basis.model_inputs(layer.name), **inputs}) for layer in basis.layers]
+        return self.layer_tasks(basis, bins_per_side=BINS_PER_SIDE)
 
     def accumulator(self, task, plan, layer, shared):
         return HistogramAccumulator()

@@ -6,11 +6,9 @@ visualization read as a few per cent."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
-from atlasgen.plan import make_task
 from atlasgen.stages import Stage, register
 
 
@@ -36,10 +34,7 @@ class ImageMean(Stage):
     reads_dataset = True
 
     def tasks(self, basis):
-        inputs = {"dataset": basis.fingerprint, "preprocess": dataclasses.asdict(basis.preprocess),
-                  "max_images": basis.config.stages.examples.max_images}
-        return [make_task(self.name, self.version, basis.config.name, layer.name, None,
-                          {**basis.model_inputs(layer.name), **inputs}) for layer in basis.layers]
+        return self.layer_tasks(basis)
 
     def accumulator(self, task, plan, layer, shared):
         return BestMeanAccumulator()

@@ -4,11 +4,9 @@ unit page lists the most correlated channels."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
-from atlasgen.plan import make_task
 from atlasgen.sitedata import Related
 from atlasgen.stages import Stage, register
 
@@ -21,10 +19,7 @@ class Similarity(Stage):
     reads_dataset = True
 
     def tasks(self, basis):
-        inputs = {"dataset": basis.fingerprint, "preprocess": dataclasses.asdict(basis.preprocess),
-                  "max_images": basis.config.stages.examples.max_images}
-        return [make_task(self.name, self.version, basis.config.name, layer.name, None,
-                          {**basis.model_inputs(layer.name), **inputs}) for layer in basis.layers]
+        return self.layer_tasks(basis)
 
     def accumulator(self, task, plan, layer, shared):
         from atlasgen.similarity import Scratch, SizedOnFirstBatch
