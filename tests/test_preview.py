@@ -69,7 +69,7 @@ def test_a_preview_build_marks_its_pages_and_keeps_its_cache_apart(tmp_path, ima
     assert first.computed["featvis"] == 6
     pages = _pages(site)
     assert len(pages) == 1 + 1 + 2 + 6  # atlas, model, 2 layers, 6 units
-    assert all(BANNER in page.read_text() for page in pages)
+    assert all(BANNER in page.read_text() for page in [*pages, site / "404.html"])
     assert "preview build" in (site / "CITATION.cff").read_text()
     assert {i["visualize"]["steps"] for i in _inputs(cache, "featvis")} == {preview.STEPS}
     assert {i["visualize"]["size"] for i in _inputs(cache, "featvis")} == {32}  # below the cap: kept
@@ -81,7 +81,7 @@ def test_a_preview_build_marks_its_pages_and_keeps_its_cache_apart(tmp_path, ima
     # Everything the capped settings change is computed again; receptive fields do not depend on them.
     assert real.computed == {"featvis": 6, "dataset": 2, "similarity": 2, "histogram": 2, "image_mean": 2}
     assert real.cached == {"receptive": 1}
-    assert not any(BANNER in page.read_text() for page in _pages(site))
+    assert not any(BANNER in page.read_text() for page in [*_pages(site), site / "404.html"])
     cff = (site / "CITATION.cff").read_text()
     assert "preview" not in cff and preview_version not in cff
     assert {i["visualize"]["steps"] for i in _inputs(cache, "featvis")} == {preview.STEPS, 20}
