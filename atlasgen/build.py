@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
 from atlasgen import distributed, stages
 from atlasgen.assemble import site_data
 from atlasgen.cache import Cache
@@ -29,6 +27,7 @@ from atlasgen.errors import AtlasError, ConfigError
 from atlasgen.explain import reason, remember
 from atlasgen.plan import (KeyBasis, ModelPlan, Task, dataset_path, load_plan, plan_key_for, save_plan, shard,
                            DEMO_DATASET_IMAGES, DEMO_DATASET_SEED)
+from atlasgen.progress import progress
 
 if TYPE_CHECKING:
     import torch
@@ -127,9 +126,8 @@ def _compute(plans: Sequence[ModelPlan], todo: set[Task], config: Config, cache:
         remember(cache, task)
         summary.computed[task.kind] += 1
 
-    def bar(total: int, desc: str, unit: str) -> tqdm:
-        disable = None if options.progress and options.ranks.main else True
-        return tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False, dynamic_ncols=True)
+    def bar(total: int, desc: str, unit: str):
+        return progress(total, desc, unit, enabled=options.progress, bars=options.ranks.main)
 
     passed = False
     with _stop_between_tasks() as stop:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atlasgen import sources
+from atlasgen import preview, sources
 from atlasgen.errors import ConfigError
 from atlasgen.folders import path_problems
 from atlasgen.parsers import (
@@ -66,6 +66,11 @@ class _Build:
     """How the build runs."""
 
     device: str = setting("auto", device, "auto = cuda, then mps, then cpu")
+    preview: bool = setting(
+        False, boolean, f"a quick build of every unit to check the site's shape: at most {preview.STEPS} optimization "
+        f"steps at {preview.SIZE} px and {preview.MAX_IMAGES} dataset images (atlasgen/preview.py), cached apart from "
+        "the real settings; every page says it is a preview"
+    )
 
 
 # ---------------------------------------------------------------- [[models]] keys
@@ -166,6 +171,7 @@ class Config:
     models: tuple[ModelConfig, ...]
     device: str = "auto"
     digest: str = ""
+    preview: bool = False  # [build] preview: the models' stage settings are already capped
 
     @property
     def root(self) -> Path:
@@ -276,8 +282,10 @@ def parse_config(data: dict, path: Path) -> Config:
                 problems.add(f"{model.path}.name", f"duplicate model name {model.name!r}; names must be unique")
     if problems.items:
         raise ConfigError(problems.items, source=str(path))
+    if build.preview:
+        models = [dataclasses.replace(model, stages=preview.preview_stages(model.stages)) for model in models]
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-    return Config(path=path, site=site, models=tuple(models), device=build.device, digest=digest)
+    return Config(path=path, site=site, models=tuple(models), device=build.device, digest=digest, preview=build.preview)
 
 
 def load_config(path: Path) -> Config:

@@ -94,3 +94,4 @@ class SiteData:
     models: list[ModelData] = field(default_factory=list)
     note_html: str = ""
     unit_sections: list[str] = field(default_factory=list)  # templates the unit page includes, one per stage that has one
+    preview: bool = False  # built with [build] preview: every page says it is not the real atlas

@@ -161,12 +161,15 @@ def _yaml_str(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
 
 
+PREVIEW_MESSAGE = "This is a preview build (build.preview in atlas.toml), not the real atlas: cite the real build."
+
+
 def citation_cff(site: SiteData) -> str:
     lines = [
         "cff-version: 1.2.0",
-        'message: "If you use this atlas, please cite it as below."',
+        'message: "' + (PREVIEW_MESSAGE if site.preview else "If you use this atlas, please cite it as below.") + '"',
         "type: dataset",
-        f"title: {_yaml_str(site.title)}",
+        f"title: {_yaml_str(site.title + (' (preview build)' if site.preview else ''))}",
         "authors:",
     ]
     for author in site.authors or ["Unknown"]:

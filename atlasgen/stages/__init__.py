@@ -43,7 +43,7 @@ class Run:
 
     cache: Cache
     device: torch.device
-    bar: Callable[..., Any]  # (total, desc, unit) -> a tqdm-like progress bar
+    bar: Callable[..., Any]  # (total, desc, unit) -> a progress counter (atlasgen.progress): bars or log lines
     check_stop: Callable[[], None]  # raises KeyboardInterrupt after the first Ctrl-C
     on_stored: Callable[[Task], None]  # counts and remembers each stored task
     image_settings: Any  # atlasgen.settings.ImageSettings, for dataset patches

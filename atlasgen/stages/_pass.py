@@ -32,7 +32,10 @@ def run_dataset_pass(run: Run, plan: ModelPlan, todo: Mapping[Stage, list[Task]]
         _seen, skipped = stream_dataset(plan.loaded.module, accumulators, dataset, settings, run.device, bar.update)
     elapsed = time.perf_counter() - start
     done = DatasetPass(dataset, skipped)
-    for stage, task, accumulator in owners:
-        run.check_stop()
-        stage.finish(run, plan, task, accumulator, done)
+    with run.bar(len(owners), f"{plan.config.name}: dataset results", "layer-task") as bar:
+        for stage, task, accumulator in owners:
+            run.check_stop()
+            bar.set_postfix_str(f"{stage.name} {task.layer}")
+            stage.finish(run, plan, task, accumulator, done)
+            bar.update(1)
     return (len(dataset) / elapsed if elapsed > 0 else 0.0), skipped

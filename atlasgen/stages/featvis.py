@@ -6,7 +6,6 @@ also excites")."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 
 import numpy as np
@@ -15,8 +14,6 @@ from atlasgen import images, objectives
 from atlasgen.plan import channel_range, make_task
 from atlasgen.sitedata import Related
 from atlasgen.stages import Stage, register
-
-log = logging.getLogger(__name__)
 
 CHUNK = 32  # channels stored per optimization call, so an interrupted build keeps finished work
 _SET_MEMBER = re.compile(r"(?P<name>.+)-(?P<index>\d+)\.png")
@@ -66,19 +63,18 @@ class FeatureVisualization(Stage):
             by_layer.setdefault(task.layer, []).append(task)
         total = len(tasks) * images_per_channel(settings) * settings.steps  # image-steps, as featvis reports them
         fitted = input_resized(loaded.module, loaded.smallest_input, loaded.fixed_input)
+        stored = 0
         with fitted, run.bar(total, f"{plan.config.name}: feature visualization", "img-step") as bar:
             for layer, layer_tasks in by_layer.items():
                 for start in range(0, len(layer_tasks), CHUNK):
                     run.check_stop()
                     chunk = layer_tasks[start:start + CHUNK]
-                    bar.set_postfix_str(f"{layer} {chunk[0].channel}-{chunk[-1].channel}")
+                    bar.set_postfix_str(f"{layer} {chunk[0].channel}-{chunk[-1].channel}, {stored} of {len(tasks)} units stored")
                     result = visualize_channels(loaded.module, layer, [t.channel for t in chunk], settings,
                                                 loaded.preprocess, run.device, progress=bar.update)
                     for i, task in enumerate(chunk):
                         _store(run, task, result, i)
-                    if run.rank:
-                        log.info("rank %d: %s %s channels %d-%d done", run.rank, plan.config.name, layer,
-                                 chunk[0].channel, chunk[-1].channel)
+                    stored += len(chunk)
 
     def contribute(self, layer):
         from atlasgen.related import cross_activation
