@@ -211,3 +211,19 @@ def test_default_constructor_checkpoints_with_auxiliary_heads_load(tmp_path, arc
     first = next(iter(loaded.module.state_dict()))
     assert torch.equal(loaded.module.state_dict()[first], state[first])
     assert not any(name.startswith(aux) for name, _ in loaded.module.named_modules())
+
+
+def test_a_model_without_weights_is_the_same_on_every_build(tmp_path):
+    """Random initialization is seeded: the same digest, so the cache is reused."""
+    path = tmp_path / "atlas.toml"
+    path.write_text('[[models]]\nname = "s"\narch = "squeezenet1_1"\n')
+    torch.manual_seed(123)
+    first = build_model(load_config(path).models[0])
+    second = build_model(load_config(path).models[0])
+    assert first.weights_digest == second.weights_digest
+    # ... and the caller's generator is left where it was
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    build_model(load_config(path).models[0])
+    assert torch.equal(torch.rand(1), expected)

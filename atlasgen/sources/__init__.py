@@ -49,6 +49,17 @@ _REGISTRY: Registry[Source] = Registry("model source")
 register = _REGISTRY.register
 
 
+def seeded_construction(construct: Callable[[], nn.Module]) -> nn.Module:
+    """`construct()` with torch's random generator seeded (and the caller's left as it was), so a
+    model without weights gets the same random initialization, and the same digest and cache
+    keys, on every build."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return construct()
+
+
 def for_arch(arch: str) -> Source:
     """The source that builds `arch` (the torchvision source claims whatever is left)."""
     return next(source for source in _REGISTRY.ordered() if source.claims(arch))

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from atlasgen.errors import AtlasError
-from atlasgen.sources import Built, Source, register
+from atlasgen.sources import Built, Source, register, seeded_construction
 
 PREFIX = "timm:"
 INSTALL = "pip install 'atlasgen[timm]'"
@@ -60,7 +60,7 @@ def _build(config) -> Built:
     if pretrained:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read timm's cache; never download
     try:
-        module = timm.create_model(name, pretrained=pretrained)
+        module = seeded_construction(lambda: timm.create_model(name, pretrained=pretrained))
     except Exception as exc:
         if not pretrained:
             raise AtlasError(f"{config.path}.arch: timm could not build {name!r}: {type(exc).__name__}: {exc}") from exc

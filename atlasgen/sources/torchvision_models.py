@@ -8,7 +8,7 @@ import os
 import urllib.error
 
 from atlasgen.errors import AtlasError
-from atlasgen.sources import Built, Source, register
+from atlasgen.sources import Built, Source, register, seeded_construction
 
 
 # torchvision's other model families, each with the sentence that says what to do instead.
@@ -78,7 +78,8 @@ def _build(config) -> Built:
     # Auxiliary heads only matter in training: the model is built without them, and a checkpoint
     # that has them loads with them left out (atlasgen.checkpoints).
     kwargs = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
-    return Built(torchvision.models.get_model(arch, weights=None, **kwargs), None, "", "random initialization")
+    module = seeded_construction(lambda: torchvision.models.get_model(arch, weights=None, **kwargs))
+    return Built(module, None, "", "random initialization")
 
 
 register(Source(
