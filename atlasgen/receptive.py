@@ -180,6 +180,9 @@ class _PositiveGeometry(TorchFunctionMode):
 
     def _linear(self, args, kwargs):
         x, weight = args[0], _arg(args, kwargs, 1, "weight")
+        if not _depends_on_input(x):  # a table computed from buffers (Swin v2's position-bias MLP)
+            bias = _arg(args, kwargs, 2, "bias")
+            return F.linear(x.to(weight.dtype), weight, bias)
         # Geometry mode keeps one feature (ConvNeXt's and Swin's MLPs would otherwise bring
         # every channel back at each block); a model that needs the true count fails and is
         # probed again with all channels.
@@ -329,8 +332,8 @@ def _probe_all(model: nn.Module, layers: list[str], input_size: int,
     collapse = True
     try:
         base = _run_probes(model, layers, input_size, device, collapse=True)
-    except (RuntimeError, ValueError, NotImplementedError) as exc:
-        log.info("geometry-only probe failed (%s); probing with every channel", exc)
+    except Exception as exc:  # noqa: BLE001 - any model code may trip over one channel
+        log.info("geometry-only probe failed (%s: %s); probing with every channel", type(exc).__name__, exc)
         collapse = False
         base = _run_probes(model, layers, input_size, device, collapse=False)
     probes = {name: [base[name]] for name in layers}

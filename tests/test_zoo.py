@@ -26,6 +26,7 @@ FAMILIES = [
     ("nets.py:vgg", 32, ("features.1", "features.9", "features.14", 6), "nchw"),  # convs read after their ReLU
     ("nets.py:vit", 32, ("conv_proj", "encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_2", 4), "tokens:1"),
     ("nets.py:swin", 32, ("features.0", "features.2", "features.3", 4), "nhwc"),
+    ("nets.py:swin_v2", 32, ("features.0", "features.2", "features.3", 4), "nhwc"),
     ("resnet18", 64, ("conv1", "layer2", "layer4", 5), "nchw"),
     ("googlenet", 64, ("conv1", "inception4b", "inception5b", 12), "nchw"),
     ("inception_v3", 96, ("Conv2d_1a_3x3", "Mixed_6a", "Mixed_7c", 16), "nchw"),

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision.models.vgg import make_layers
 from torchvision.models.vision_transformer import VisionTransformer
-from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
 
 class TinyVGG(nn.Module):
@@ -48,6 +48,12 @@ def swin():
     torch.manual_seed(0)
     return SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
                            num_classes=10)
+
+
+def swin_v2():  # position bias from an MLP over a coordinate table
+    torch.manual_seed(0)
+    return SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
+                           num_classes=10, block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2)
 '''
 
 
