@@ -259,7 +259,6 @@ def prepare(config: Config, models: Sequence[ModelConfig], cache: Cache, device:
 def _prepare_model(model: ModelConfig, config: Config, cache: Cache, device: torch.device) -> ModelPlan:
     from atlasgen.data import dataset_fingerprint
     from atlasgen.models import build_model, input_sizes, select_layers
-
     from atlasgen.render.pages import reserved_layer_names
 
     loaded = build_model(model)
