@@ -20,7 +20,7 @@ from atlasgen.config import ModelConfig
 from atlasgen.checkpoints import load_weights_file
 from atlasgen.digest import file_digest
 from atlasgen.errors import AtlasError, ConfigError
-from atlasgen.hooks import declare_layouts, forward_layers, layout_of, map_shape, output_shapes
+from atlasgen.hooks import NHWC, declare_layouts, forward_layers, layout_of, map_shape, output_shapes
 from atlasgen.plan import LayerInfo
 from atlasgen.settings import Preprocess
 
@@ -189,11 +189,13 @@ def default_layer_names(module: nn.Module, shapes: dict[str, tuple[int, ...]]) -
     return sorted(names, key=order.index)
 
 
-def feature_layers(shapes: dict[str, tuple[int, ...]], candidates: Sequence[str]) -> list[LayerInfo]:
-    """The candidates whose outputs are feature maps, in the order the forward pass reaches them."""
+def feature_layers(shapes: dict[str, tuple[int, ...]], candidates: Sequence[str],
+                   channels_last: frozenset[str] = frozenset()) -> list[LayerInfo]:
+    """The candidates whose outputs are feature maps, in the order the forward pass reaches them
+    (`channels_last`: outputs known to be (N, H, W, C) though their shape cannot tell)."""
     layers = []
     for name, shape in shapes.items():
-        layout = layout_of(shape) if name in candidates else None
+        layout = (NHWC if name in channels_last else layout_of(shape)) if name in candidates else None
         if layout is not None:
             layers.append(LayerInfo(name, *map_shape(shape, layout), layout=layout))
     return layers
@@ -217,7 +219,7 @@ def select_layers(loaded: LoadedModel) -> list[LayerInfo]:
             candidates += [name for name in matched if name not in candidates]
         if problems:
             raise ConfigError(problems)
-    layers = feature_layers(shapes, candidates)
+    layers = feature_layers(shapes, candidates, _channels_last_cubes(loaded, shapes, candidates))
     if config.layers is not None:
         skipped = [name for name in candidates if name not in {layer.name for layer in layers}]
         if skipped:
@@ -228,6 +230,21 @@ def select_layers(loaded: LoadedModel) -> list[LayerInfo]:
     declare_layouts(module, {layer.name: layer.layout for layer in layers})
     _check_channels(config, layers)
     return layers
+
+
+def _channels_last_cubes(loaded: LoadedModel, shapes: dict[str, tuple[int, ...]], candidates: Sequence[str]) -> frozenset[str]:
+    """4-d outputs with as many channels as rows and columns cannot be read from one shape: a
+    second input size shows which sizes are spatial."""
+    cubes = [name for name in candidates if len(shapes.get(name, ())) == 4 and len(set(shapes[name][1:])) == 1]
+    if not cubes:
+        return frozenset()
+    size = loaded.preprocess.input_size + 32
+    device = next((p.device for p in loaded.module.parameters()), torch.device("cpu"))
+    try:
+        other = output_shapes(loaded.module, torch.zeros(1, 3, size, size, device=device), cubes)
+    except Exception:  # noqa: BLE001 - a model of one input size: keep the NCHW reading
+        return frozenset()
+    return frozenset(name for name in cubes if len(other.get(name, ())) == 4 and other[name][1] == other[name][2] != other[name][3])
 
 
 def _shapes_or_fail(loaded: LoadedModel) -> dict[str, tuple[int, ...]]:

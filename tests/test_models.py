@@ -33,6 +33,20 @@ def net():
 
 def broken():
     raise ValueError("no GPU in this lab")
+
+class ChannelsLast(nn.Module):
+    """8 channels on an 8x8 map at 32 px, handed out as (N, H, W, C): one shape cannot tell."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+        self.cube = nn.Identity()
+
+    def forward(self, x):
+        return self.cube(self.conv(x).permute(0, 2, 3, 1)).mean(dim=(1, 2))
+
+def channels_last():
+    torch.manual_seed(0)
+    return ChannelsLast()
 '''
 
 
@@ -227,3 +241,10 @@ def test_a_model_without_weights_is_the_same_on_every_build(tmp_path):
     torch.manual_seed(123)
     build_model(load_config(path).models[0])
     assert torch.equal(torch.rand(1), expected)
+
+
+def test_a_channels_last_cube_is_read_by_a_second_input_size(tmp_path):
+    config = config_for(tmp_path, 'name = "n"\narch = "nets.py:channels_last"\ninput_size = 32\nlayers = ["conv", "cube"]\n')
+    layers = {layer.name: layer for layer in select_layers(build_model(config.models[0]))}
+    assert (layers["conv"].layout, layers["cube"].layout) == ("nchw", "nhwc")
+    assert (layers["cube"].channels, layers["cube"].height) == (8, 8)
