@@ -258,7 +258,7 @@ def prepare(config: Config, models: Sequence[ModelConfig], cache: Cache, device:
 
 def _prepare_model(model: ModelConfig, config: Config, cache: Cache, device: torch.device) -> ModelPlan:
     from atlasgen.data import dataset_fingerprint
-    from atlasgen.models import build_model, input_sizes, select_layers
+    from atlasgen.models import build_model, fixed_input, select_layers
     from atlasgen.render.pages import reserved_layer_names
 
     loaded = build_model(model)
@@ -267,7 +267,7 @@ def _prepare_model(model: ModelConfig, config: Config, cache: Cache, device: tor
     if clashes:
         raise AtlasError(f"{model.path}: layer {clashes[0]!r} is named like a page file of the model's folder; "
                          "select layers with other names (models[].layers)")
-    loaded.smallest_input, loaded.fixed_input = input_sizes(loaded.module, layers, loaded.preprocess.input_size)
+    loaded.fixed_input = fixed_input(loaded.module, layers, loaded.preprocess.input_size)
     model = _sized_for(model, loaded)
     loaded.module.to(device)
     folder = _dataset_folder(model, cache)

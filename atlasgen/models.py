@@ -45,8 +45,7 @@ class LoadedModel:
     preprocess: Preprocess
     weights_digest: str
     weights_label: str  # what the page says about the weights
-    smallest_input: int = 8  # the smallest input side the selected layers accept (input_sizes)
-    fixed_input: bool = False  # the model accepts only preprocess.input_size
+    fixed_input: bool = False  # the model accepts only preprocess.input_size (set when planned)
 
 
 # ---------------------------------------------------------------- checks before loading
@@ -276,25 +275,31 @@ def _check_channels(config: ModelConfig, layers: Sequence[LayerInfo]) -> None:
 # ---------------------------------------------------------------- input sizes
 
 
-def input_sizes(module: nn.Module, layers: Sequence[LayerInfo], input_size: int) -> tuple[int, bool]:
-    """(smallest, fixed): the smallest square input the model accepts up to its deepest selected
-    layer, and whether `input_size` is the only size it accepts (a vision transformer's).
-    Sizes are found by trying forward passes, so any model's own checks are respected."""
+def _accepts(module: nn.Module, layers: Sequence[LayerInfo], size: int) -> bool:
+    """Whether a forward pass of a `size` px input reaches every layer (any model's own checks apply)."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    names = [layer.name for layer in layers]
+    try:
+        with torch.no_grad():
+            forward_layers(module, torch.zeros(1, 3, size, size, device=device), [layer.name for layer in layers])
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not this size"
+        return False
 
-    def accepts(size: int) -> bool:
-        try:
-            with torch.no_grad():
-                forward_layers(module, torch.zeros(1, 3, size, size, device=device), names)
-            return True
-        except Exception:  # noqa: BLE001 - any failure means "not this size"
-            return False
 
-    low, high = 8, input_size  # high is known to work: the layers were found at it
-    if accepts(low):
-        return low, False
+def fixed_input(module: nn.Module, layers: Sequence[LayerInfo], input_size: int) -> bool:
+    """Whether `input_size` is the only size the model accepts (a vision transformer's): two
+    forward passes, cheap enough to run whenever a model is planned. (32 px apart, so a model
+    that wants multiples of 32 is not taken for a fixed-size one.)"""
+    return not _accepts(module, layers, input_size + 32) and not _accepts(module, layers, input_size - 32)
+
+
+def smallest_input(module: nn.Module, layers: Sequence[LayerInfo], input_size: int) -> int:
+    """The smallest square input the model accepts up to its deepest layer in `layers`, by
+    bisection between 8 px and `input_size` (known to work: the layers were found at it)."""
+    low, high = 8, input_size
+    if _accepts(module, layers, low):
+        return low
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if accepts(middle) else (middle, high)
-    return high, high == input_size and not accepts(input_size + 16)
+        low, high = (low, middle) if _accepts(module, layers, middle) else (middle, high)
+    return high

@@ -31,7 +31,7 @@ def one(arch: str) -> dict:
     from atlasgen.errors import AtlasError, ConfigError
     from atlasgen.featvis import visualize_channels
     from atlasgen.hooks import input_resized
-    from atlasgen.models import build_model, check_models, input_sizes, select_layers
+    from atlasgen.models import build_model, check_models, fixed_input, select_layers, smallest_input
     from atlasgen.receptive import receptive_fields
     from atlasgen.settings import StageSettings, VisSettings
 
@@ -48,7 +48,8 @@ def one(arch: str) -> dict:
         layers = select_layers(loaded)
         size = loaded.preprocess.input_size
         fields = receptive_fields(loaded.module, [layer.name for layer in layers], size)
-        smallest, fixed = input_sizes(loaded.module, layers, size)
+        fixed = fixed_input(loaded.module, layers, size)
+        smallest = size if fixed else smallest_input(loaded.module, layers, size)
         settings = VisSettings(steps=2, size=size if fixed else 64, objectives=("channel",))
         with input_resized(loaded.module, smallest, fixed):
             for layer in (layers[0], layers[-1]):

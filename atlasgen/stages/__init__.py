@@ -97,8 +97,9 @@ class Stage:
         raise NotImplementedError
 
     def finish(self, run: Run, plan: ModelPlan, task: Task, accumulator: Accumulator, done: DatasetPass) -> None:
-        """Store `task`'s result from its accumulator after the pass."""
-        raise NotImplementedError
+        """Store `task`'s result from its accumulator after the pass; by default the arrays the
+        accumulator hands out (`accumulator.arrays()`)."""
+        run.store(task, {}, accumulator.arrays())
 
     def contribute(self, layer: LayerContext) -> None:
         """Fill this stage's part of `layer.data` and its units from the cache."""

@@ -56,13 +56,17 @@ class FeatureVisualization(Stage):
     def compute(self, run, plan, tasks):
         from atlasgen.featvis import visualize_channels
         from atlasgen.hooks import input_resized
+        from atlasgen.models import smallest_input
 
         loaded, settings = plan.loaded, plan.config.stages.visualize
         by_layer: dict[str, list] = {}
         for task in tasks:
             by_layer.setdefault(task.layer, []).append(task)
         total = len(tasks) * images_per_channel(settings) * settings.steps  # image-steps, as featvis reports them
-        fitted = input_resized(loaded.module, loaded.smallest_input, loaded.fixed_input)
+        # Only now, with visualizations to make: finding the smallest input takes several passes.
+        size = loaded.preprocess.input_size
+        smallest = size if loaded.fixed_input else smallest_input(loaded.module, plan.layers, size)
+        fitted = input_resized(loaded.module, smallest, loaded.fixed_input)
         stored = 0
         with fitted, run.bar(total, f"{plan.config.name}: feature visualization", "img-step") as bar:
             for layer, layer_tasks in by_layer.items():

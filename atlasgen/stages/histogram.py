@@ -96,9 +96,6 @@ class Histogram(Stage):
     def accumulator(self, task, plan, layer, shared):
         return HistogramAccumulator()
 
-    def finish(self, run, plan, task, accumulator, done):
-        run.store(task, {}, accumulator.arrays())
-
     def contribute(self, layer):
         arrays = layer.arrays(self.name)
         if arrays is None:

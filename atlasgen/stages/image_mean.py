@@ -39,9 +39,6 @@ class ImageMean(Stage):
     def accumulator(self, task, plan, layer, shared):
         return BestMeanAccumulator()
 
-    def finish(self, run, plan, task, accumulator, done):
-        run.store(task, {}, accumulator.arrays())
-
     def contribute(self, layer):
         arrays = layer.arrays(self.name)
         if arrays is None:
