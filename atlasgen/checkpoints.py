@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,10 +57,12 @@ def _read(file: Path, path: str) -> Reading:
     if file.suffix == ".safetensors":
         return Reading(_read_safetensors(file, path), ["a safetensors file"])
     try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is not the user's to act on
+            warnings.simplefilter("ignore")
+            data = torch.load(file, map_location="cpu", weights_only=True)
         steps: list[str] = []
-    except pickle.UnpicklingError:
-        data, steps = _read_pickled_model(file, path), ["a whole pickled model"]
+    except pickle.UnpicklingError as exc:
+        data, steps = _read_pickled_model(file, path, exc), ["a whole pickled model"]
     except Exception as exc:
         raise AtlasError(f"{path}.weights: cannot read {file} as PyTorch weights: {type(exc).__name__}: "
                          f"{_first_line(exc)}") from exc
@@ -82,12 +85,16 @@ def _read_safetensors(file: Path, path: str) -> dict[str, torch.Tensor]:
         raise AtlasError(f"{path}.weights: cannot read {file} as safetensors: {_first_line(exc)}") from exc
 
 
-def _read_pickled_model(file: Path, path: str) -> object:
+def _read_pickled_model(file: Path, path: str, refused: Exception) -> object:
     """A `torch.save(model)` file, unpickled without running code: allowed only when every class
     it names comes from torch, torchvision or the standard containers (torch's `weights_only`
     loader then builds the objects itself). A model made of the user's own classes is refused
     with the two ways out, rather than unpickled with `weights_only=False` behind their back."""
-    needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(file))
+    try:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(file))
+    except Exception:  # not a torch.save zip file at all
+        raise AtlasError(f"{path}.weights: cannot read {file} as PyTorch weights: it is not a file written by "
+                         "torch.save; give a file written by torch.save, or a .safetensors file") from refused
     foreign = [name for name in needed if not name.startswith(SAFE_PICKLE_PACKAGES)]
     if foreign:
         raise AtlasError(

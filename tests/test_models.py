@@ -248,3 +248,16 @@ def test_a_channels_last_cube_is_read_by_a_second_input_size(tmp_path):
     layers = {layer.name: layer for layer in select_layers(build_model(config.models[0]))}
     assert (layers["conv"].layout, layers["cube"].layout) == ("nchw", "nhwc")
     assert (layers["cube"].channels, layers["cube"].height) == (8, 8)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all" * 10, None], ids=["garbage", "plain-pickle"])
+def test_a_file_that_is_no_checkpoint_gets_a_sentence(tmp_path, content):
+    import pickle
+
+    if content is None:
+        (tmp_path / "w.pt").write_bytes(pickle.dumps({"a": 1}))
+    else:
+        (tmp_path / "w.pt").write_bytes(content)
+    config = config_for(tmp_path, 'name = "n"\narch = "nets.py:net"\nweights = "w.pt"\n')
+    with pytest.raises(AtlasError, match=r"^models\[0\].weights: cannot read .*w.pt as PyTorch weights: it is not a file written by torch.save; give"):
+        build_model(config.models[0])
