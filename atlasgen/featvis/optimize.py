@@ -15,6 +15,7 @@ from torch import nn
 from atlasgen.errors import AtlasError
 from atlasgen import objectives
 from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
+from atlasgen.featvis.fold import folded_batchnorm
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
 from atlasgen.featvis.transforms import DRAWS_PER_STEP, TransformRanges, affine_matrices, random_view
@@ -314,8 +315,9 @@ def visualize_channels(
     _validate(model, layer, settings, device)
     channels = [int(c) for c in channels]
     specs = image_specs(channels, settings)
-    with eval_mode(model, frozen=True):
-        n_layer = _layer_channel_count(model, layer, settings, preprocess, device)
+    noise = torch.rand(1, 3, settings.size, settings.size, generator=torch.Generator().manual_seed(0))
+    with eval_mode(model, frozen=True), folded_batchnorm(model, layer, _normalizer(preprocess, device)(noise.to(device))) as probed:
+        n_layer = probed.shape[1]
         bad = [c for c in channels if not 0 <= c < n_layer]
         if bad:
             raise AtlasError(f"layer {layer!r} has {n_layer} channels; channel(s) {bad} do not exist")
@@ -329,12 +331,6 @@ def visualize_channels(
         scores, means = final_scores(model, layer, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, specs,
                                      settings, preprocess, device)
     return _assemble(channels, specs, pixels, scores, means, settings)
-
-
-def _layer_channel_count(model: nn.Module, layer: str, settings: VisSettings, preprocess: Preprocess, device: torch.device) -> int:
-    grey = torch.full((1, 3, settings.size, settings.size), 0.5, device=device)
-    with torch.no_grad():
-        return layer_activations(model, layer, _normalizer(preprocess, device)(grey)).shape[1]
 
 
 def _assemble(

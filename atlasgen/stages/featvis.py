@@ -39,7 +39,7 @@ def images_per_channel(settings) -> int:
 
 class FeatureVisualization(Stage):
     name = "featvis"
-    version = 2  # 2: pad and jitter as fractions of the image; neuron objectives follow the view
+    version = 3  # 2: pad and jitter as fractions of the image; neuron objectives follow the view; 3: BatchNorm folded
     order = 40
     title = "feature visualization"
 
