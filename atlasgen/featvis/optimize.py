@@ -15,6 +15,7 @@ from torch import nn
 from atlasgen.errors import AtlasError
 from atlasgen import objectives
 from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
+from atlasgen.featvis.field import blur_scale, field_side
 from atlasgen.featvis.fold import folded_batchnorm
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
@@ -205,8 +206,10 @@ def optimize_batch(
     preprocess: Preprocess,
     device: torch.device,
     progress: Callable[[int], None] | None = None,
+    blur: float = 1.0,
 ) -> torch.Tensor:
-    """Optimize one batch through every octave; returns float images (B, 3, size, size) on the CPU."""
+    """Optimize one batch through every octave; returns float images (B, 3, size, size) on the CPU.
+    `blur` scales every octave's blur (see `field.blur_scale`)."""
     plan = octave_plan(settings)
     total_steps = sum(o.steps for o in plan)
     generators = [torch.Generator().manual_seed(image_seed(settings.seed, s)) for s in specs]
@@ -248,7 +251,7 @@ def optimize_batch(
                 loss.backward()
                 _normalize_gradients(param.params)
                 optimizer.step()
-            param.blur(octave.blur[0] + (octave.blur[1] - octave.blur[0]) * t)
+            param.blur(blur * (octave.blur[0] + (octave.blur[1] - octave.blur[0]) * t))
             step += 1
             if progress is not None:
                 progress(len(specs))
@@ -316,7 +319,8 @@ def visualize_channels(
     channels = [int(c) for c in channels]
     specs = image_specs(channels, settings)
     noise = torch.rand(1, 3, settings.size, settings.size, generator=torch.Generator().manual_seed(0))
-    with eval_mode(model, frozen=True), folded_batchnorm(model, layer, _normalizer(preprocess, device)(noise.to(device))) as probed:
+    probe = _normalizer(preprocess, device)(noise.to(device))
+    with eval_mode(model, frozen=True), folded_batchnorm(model, layer, probe) as probed:
         n_layer = probed.shape[1]
         bad = [c for c in channels if not 0 <= c < n_layer]
         if bad:
@@ -325,7 +329,9 @@ def visualize_channels(
         largest_set = max(objectives.get(o).images(settings) if objectives.get(o).grouped else 1 for o in settings.objectives)
         batches = pack_batches(specs, max(batch_size, largest_set))
         log.debug("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
-        finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress) for batch in batches]
+        blur = blur_scale(field_side(model, layer, probe))
+        log.debug("%s: blur x%.2f for its field", layer, blur)
+        finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress, blur) for batch in batches]
         pixels = to_uint8(torch.cat(finals))
         # Score the stored (quantized) images, exactly what the site shows.
         scores, means = final_scores(model, layer, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, specs,
