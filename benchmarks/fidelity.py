@@ -8,7 +8,8 @@ visualization settings at the image size asked for:
 - negative: the negative image's spatial mean reaches the dataset's lowest spatial mean (<=);
 - for a layer that is affine in the input (a convolution without nonlinearity, batch norm folded),
   the exact optimum over images in [0, 1]: value(0) + sum(relu(gradient)), and the fraction of it
-  the channel and neuron images reach.
+  the channel and neuron images reach, and their share of the attainable range (exact minimum to
+  exact maximum), which stays meaningful where the optimum is near zero.
 
 The dataset is generated demo images (a seed no model trained on), resized to the same size as
 the visualizations, so both are measured on the same input size. A channel is live when its
@@ -120,7 +121,8 @@ def affine_optimum(model: torch.nn.Module, layer: str, channel: int, size: int) 
             if not torch.allclose(values(probes[1:])[0], predicted, rtol=1e-3, atol=1e-3 * base.abs().max().item() + 1e-4):
                 return None
     best = [float(base[i] + grads[i].clamp_min(0).sum()) for i in range(2)]
-    return {"channel": best[0], "neuron": best[1]}
+    worst = [float(base[i] + grads[i].clamp_max(0).sum()) for i in range(2)]
+    return {"channel": best[0], "neuron": best[1], "channel_min": worst[0], "neuron_min": worst[1]}
 
 
 def save_png(path: Path, result, channels: list[int]) -> None:
@@ -160,6 +162,11 @@ def run(args: argparse.Namespace) -> dict:
         if all(o is not None for o in optima):
             row["optimum_channel"] = [a / o["channel"] for a, o in zip(row["channel"], optima)]
             row["optimum_neuron"] = [a / o["neuron"] for a, o in zip(row["neuron"], optima)]
+            # Where the optimum is near 0 (a zero-sum edge filter's spatial mean) a / optimum says
+            # little; the share of the attainable range [exact minimum, exact maximum] does.
+            for kind in ("channel", "neuron"):
+                row[f"range_{kind}"] = [(a - o[f"{kind}_min"]) / (o[kind] - o[f"{kind}_min"])
+                                        for a, o in zip(row[kind], optima)]
         report["layers"][layer] = row
         if args.png:
             args.png.mkdir(parents=True, exist_ok=True)
@@ -169,7 +176,8 @@ def run(args: argparse.Namespace) -> dict:
                 f"negative {row['negative_beats']}/{n}")
         if "optimum_channel" in row:
             line += (f", of exact optimum: channel min {min(row['optimum_channel']):.3f}, "
-                     f"neuron min {min(row['optimum_neuron']):.3f}")
+                     f"neuron min {min(row['optimum_neuron']):.3f}; of the attainable range: channel min "
+                     f"{min(row['range_channel']):.3f}, neuron min {min(row['range_neuron']):.3f}")
         logging.info("%s (%.1f s)", line, row["seconds"])
     return report
 
