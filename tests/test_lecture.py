@@ -102,6 +102,28 @@ def test_batch_norm_in_the_layer_is_folded_into_the_filter():
     assert np.abs(flipped - (-w[1] / np.abs(w[1]).max() * 127.5 + 127.5).transpose(1, 2, 0)).max() <= 0.5
 
 
+class BasicConv(nn.Module):
+    """GoogLeNet's BasicConv2d: conv and batch norm modules, the ReLU applied in code, in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return torch.relu_(self.bn(self.conv(x)))
+
+
+def test_what_the_layer_applies_after_the_conv_is_measured():
+    model = seeded(nn.Sequential(OrderedDict(conv1=BasicConv(), bn=nn.BatchNorm2d(4), relu=nn.ReLU(inplace=True))))
+    found = first_layer_filters(model, ["conv1", "conv1.conv", "conv1.bn", "bn", "relu"], 16)
+    assert {layer: info["applies"] for layer, info in found.items()} == {
+        "conv1": "the convolution, then batch norm, then ReLU",
+        "conv1.conv": "the convolution",
+        "conv1.bn": "the convolution, then batch norm",  # measured before the in-place ReLU
+    }  # bn and relu follow conv1's ReLU, not the convolution: not first-layer filters
+
+
 def test_a_block_with_a_second_conv_is_not_a_first_layer():
     model = seeded(nn.Sequential(OrderedDict(stem=nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)))))
     assert first_layer_filters(model, ["stem", "stem.0", "stem.1"], 16).keys() == {"stem.0", "stem.1"}
@@ -241,3 +263,69 @@ def test_a_layer_pattern_that_matches_nothing_is_named(tmp_path):
     tasks = get("occlusion").tasks(KeyBasis(model, "w", Preprocess(), "f", ImageSettings(), layers))
     assert [(t.layer, json.loads(t.inputs)["channels"], json.loads(t.inputs)["top_k"]) for t in tasks] == [("conv2", [4, 5], 10)]
     assert get("occlusion").tasks(KeyBasis(config("", tmp_path).models[0], "w", Preprocess(), "f", ImageSettings(), layers)) == []
+
+
+# --- a build ---------------------------------------------------------------------------------
+
+BUILD = """
+[build]
+device = "cpu"
+[visualize]
+objectives = ["channel"]
+size = 32
+steps = 2
+[examples]
+top_k = 3
+bottom_k = 1
+patch_size = 32
+[activation_maps]
+layers = ["conv3"]
+channels = "0:1"
+top_k = 2
+[occlusion]
+layers = ["conv*"]
+channels = "1:2"
+top_k = 2
+square = {square}
+[[models]]
+name = "demo"
+arch = "demo"
+layers = ["conv1", "conv3"]
+channels = "0:2"
+dataset = "images"
+"""
+
+
+@pytest.mark.slow
+def test_a_build_shows_each_experiment_where_it_is_turned_on(tmp_path):
+    from atlasgen.build import BuildOptions, build
+    from atlasgen.config import load_config
+    from atlasgen.demo import write_demo_dataset
+
+    write_demo_dataset(tmp_path / "images", count=24, seed=5)
+    path = tmp_path / "atlas.toml"
+    path.write_text(BUILD.format(square=0.25))
+    first = build(load_config(path), BuildOptions(progress=False))
+    assert {k: first.computed[k] for k in ("filters", "activation_maps", "occlusion")} == {
+        "filters": 1, "activation_maps": 1, "occlusion": 2}
+    site = tmp_path / "site" / "demo"
+    conv1 = (site / "conv1/0/index.html").read_text()
+    assert "Filter weights" in conv1 and "<code>conv1.0</code>" in conv1 and "then batch norm" in conv1
+    assert decode((site / "conv1/0/filter.png").read_bytes()).shape == (48, 48, 3)  # 3 x 3 at x16
+    layer = (site / "conv1/index.html").read_text()
+    assert all(f'src="filter-{c}.png"' in layer for c in range(2)) and (site / "conv1/filter-1.png").is_file()
+    assert "Filter weights" not in (site / "conv3/0/index.html").read_text()  # conv3 does not see the input
+    maps = (site / "conv3/0/index.html").read_text()
+    assert "<details" in maps and 'src="actmap-0.webp"' in maps and 'src="actmap-1.webp"' in maps
+    assert "Activation maps" not in (site / "conv3/1/index.html").read_text()
+    for unit in ("conv1/1", "conv3/1"):
+        page = (site / unit / "index.html").read_text()
+        assert 'src="occlusion-0.webp"' in page and 'src="top-0.webp"' in page.split('id="occlusion-heading"')[1]
+        assert (site / unit / "occlusion-1.webp").is_file()
+    assert "Occlusion" not in (site / "conv3/0/index.html").read_text()
+
+    again = build(load_config(path), BuildOptions(progress=False))
+    assert sum(again.computed.values()) == 0
+    path.write_text(BUILD.format(square=0.5))
+    changed = build(load_config(path), BuildOptions(progress=False))
+    assert changed.computed == {"occlusion": 2}

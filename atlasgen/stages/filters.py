@@ -97,15 +97,15 @@ def _describe(conv_out, output, norms: list, activations: list):
     def close(a, b) -> bool:
         return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
-    acts = [(type(a).__name__, a) for a in activations] + [("ReLU", torch.relu)]
-    for bn in [None, *norms]:
+    # The layer's own modules are tried first (batch norm that is an identity at initialization
+    # still belongs to the layer), then no activation, then a functional ReLU (GoogLeNet's BasicConv2d).
+    for bn in [*norms, None]:
         after_bn = conv_out if bn is None else bn(conv_out)
         bn_words = "" if bn is None else ", then batch norm"
-        if close(after_bn, output):
-            return f"the convolution{bn_words}", bn
-        for name, act in acts:
-            if close(act(after_bn.clone()), output):
-                return f"the convolution{bn_words}, then {name}", bn
+        tries = [(f", then {type(a).__name__}", a) for a in activations] + [("", None), (", then ReLU", torch.relu)]
+        for words, act in tries:
+            if close(after_bn if act is None else act(after_bn.clone()), output):
+                return f"the convolution{bn_words}{words}", bn
     return None
 
 
@@ -128,8 +128,12 @@ def first_layer_filters(model: nn.Module, layers: list[str], input_size: int) ->
         parts = {layer: p for layer, p in parts.items() if p is not None}
         if not parts:
             return {}
-        outputs: dict = {}  # copied as each module ends: an in-place ReLU after the conv would change its output
-        with hooked(model, list(dict.fromkeys([conv, *parts])), lambda name, out: outputs.setdefault(name, out.clone())):
+        outputs: dict = {}
+
+        def keep(name: str, out) -> None:  # a copy: an in-place ReLU after the module would change its output
+            outputs.setdefault(name, out.clone())  # (and returning it would replace the module's output)
+
+        with hooked(model, list(dict.fromkeys([conv, *parts])), keep):
             model(x)
         module = dict(model.named_modules())[conv]
         found = {}
