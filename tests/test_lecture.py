@@ -314,6 +314,8 @@ def test_a_build_shows_each_experiment_where_it_is_turned_on(tmp_path):
     assert decode((site / "conv1/0/filter.png").read_bytes()).shape == (48, 48, 3)  # 3 x 3 at x16
     layer = (site / "conv1/index.html").read_text()
     assert all(f'src="filter-{c}.png"' in layer for c in range(2)) and (site / "conv1/filter-1.png").is_file()
+    twin = json.loads((site / "conv1/index.json").read_text())
+    assert twin["stage_images"]["filter-0.png"] == "filter-0.png" and twin["units"][0]["stage_images"] == {"filter.png": "0/filter.png"}
     assert "Filter weights" not in (site / "conv3/0/index.html").read_text()  # conv3 does not see the input
     maps = (site / "conv3/0/index.html").read_text()
     assert "<details" in maps and 'src="actmap-0.webp"' in maps and 'src="actmap-1.webp"' in maps
