@@ -118,7 +118,10 @@ def first_layer_filters(model: nn.Module, layers: list[str], input_size: int) ->
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, input_size, input_size, generator=generator)
-    device = next(model.parameters()).device
+    weights = next(model.parameters(), None)
+    if weights is None:  # nothing to show, and nowhere to run
+        return {}
+    device = weights.device
     with eval_mode(model), torch.inference_mode():
         x = x.to(device)
         conv = _first_conv(model, x)
