@@ -248,6 +248,13 @@ def test_bad_settings_name_their_key(tmp_path):
     assert "activation_maps.channel: unknown key; did you mean 'channels'?" in text
 
 
+def test_a_stride_past_the_square_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        config("[occlusion]\nstride = 0.5", tmp_path)
+    assert caught.value.problems == [("occlusion.stride", "0.5 is larger than occlusion.square (0.25): parts of each "
+                                      "patch would never be covered; make it at most the square")]
+
+
 def test_a_layer_pattern_that_matches_nothing_is_named(tmp_path):
     from atlasgen.plan import KeyBasis, LayerInfo
     from atlasgen.settings import ImageSettings
@@ -262,7 +269,11 @@ def test_a_layer_pattern_that_matches_nothing_is_named(tmp_path):
     model = config('[occlusion]\nlayers = ["conv2"]\nchannels = "4:6"\ntop_k = 50', tmp_path).models[0]
     tasks = get("occlusion").tasks(KeyBasis(model, "w", Preprocess(), "f", ImageSettings(), layers))
     assert [(t.layer, json.loads(t.inputs)["channels"], json.loads(t.inputs)["top_k"]) for t in tasks] == [("conv2", [4, 5], 10)]
-    assert get("occlusion").tasks(KeyBasis(config("", tmp_path).models[0], "w", Preprocess(), "f", ImageSettings(), layers)) == []
+    plain = KeyBasis(config("", tmp_path).models[0], "w", Preprocess(), "f", ImageSettings(), layers)
+    assert get("occlusion").tasks(plain) == [] and get("activation_maps").tasks(plain) == []  # off by default
+    assert len(get("filters").tasks(plain)) == 1
+    hidden = KeyBasis(config("[filters]\nshow = false", tmp_path).models[0], "w", Preprocess(), "f", ImageSettings(), layers)
+    assert get("filters").tasks(hidden) == []
 
 
 # --- a build ---------------------------------------------------------------------------------
