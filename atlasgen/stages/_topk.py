@@ -92,6 +92,14 @@ def input_tensor(dataset: ImageFolder, index: int) -> torch.Tensor:
     return tensor
 
 
+def grey_copy(image):
+    """`image` (PIL) as a lightened grey RGB image, so a coloured map drawn over it reads the same on any colours."""
+    from PIL import Image
+
+    grey = np.asarray(image.convert("L"), dtype=np.float32) * 0.5 + 96
+    return Image.fromarray(np.repeat(np.clip(grey + 0.5, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2))
+
+
 def layer_maps(model: nn.Module, layer: str, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """(B, C, H, W) output of `layer` for the inputs `batch`, on the CPU."""
     import torch

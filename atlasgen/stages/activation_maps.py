@@ -5,8 +5,8 @@ input. Shown on demand on the unit page (a <details> element: no script, works f
 
 Only the layers and channels `[activation_maps]` selects get maps (none by default: an atlas
 of every unit would hold top_k more images per unit), and only the first `top_k` top
-examples (3 by default, at most `examples.top_k`). The map is upsampled bilinearly over the
-image and drawn in the top examples' orange with an opacity in proportion to the value, on
+examples (3 by default, at most `examples.top_k`). The map is upsampled bilinearly over a grey
+copy of the image and drawn in the top examples' orange with an opacity in proportion to the value, on
 the channel's dataset max (the best top example's value): 0 and below are not drawn, the
 dataset max is fully coloured. The outline is the receptive field of the strongest position
 (the top example's patch), where the field fits inside the input.
@@ -22,7 +22,7 @@ import numpy as np
 
 from atlasgen.sitedata import StageImage
 from atlasgen.stages import Stage, get, register
-from atlasgen.stages._topk import (dataset_of, example_slots, input_tensor, layer_maps, stored_examples,
+from atlasgen.stages._topk import (dataset_of, example_slots, grey_copy, input_tensor, layer_maps, stored_examples,
                                    top_k_tasks)
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def overlay(view: Image.Image, amap: np.ndarray, high: float, box: tuple[int, in
     from atlasgen.examples import HEAT_COLOURS, overlay_heat
 
     heat = np.clip(amap / high, 0, 1) if high > 0 else np.zeros_like(amap)
-    image = overlay_heat(view, heat, HEAT_COLOURS["top"])
+    image = overlay_heat(grey_copy(view), heat, HEAT_COLOURS["top"])
     if box is not None:
         top, left, bottom, right = box
         ImageDraw.Draw(image).rectangle((left, top, right - 1, bottom - 1), outline=OUTLINE, width=1)

@@ -22,7 +22,7 @@ import numpy as np
 
 from atlasgen.sitedata import StageImage
 from atlasgen.stages import Stage, get, register
-from atlasgen.stages._topk import (dataset_of, example_slots, input_tensor, layer_maps, stored_examples,
+from atlasgen.stages._topk import (dataset_of, example_slots, grey_copy, input_tensor, layer_maps, stored_examples,
                                    top_k_tasks)
 
 RAISE, LOWER = (0, 90, 255), (230, 0, 0)  # occluding raises / lowers the unit
@@ -78,7 +78,7 @@ def drawn(patch, drop_map: np.ndarray):
     import torch.nn.functional as F
     from PIL import Image
 
-    grey = np.repeat(np.asarray(patch.convert("L"), dtype=np.float32)[:, :, None] * 0.5 + 96, 3, axis=2)
+    grey = np.asarray(grey_copy(patch), dtype=np.float32)
     scale = float(np.abs(drop_map).max())
     values = torch.from_numpy(drop_map / scale if scale > 0 else drop_map)[None, None].float()
     up = F.interpolate(values, size=(patch.height, patch.width), mode="nearest")[0, 0].numpy()[:, :, None]
