@@ -72,6 +72,7 @@ def site_data(config: Config, plans: Sequence[ModelPlan], cache: Cache) -> SiteD
         title=config.site.title, authors=list(config.site.authors), url=config.site.url, version=atlasgen.__version__,
         built=datetime.date.today().isoformat(), config_digest=atlas_version(plans)[:12], image_format=config.site.images.format,
         models=[model_data(plan, cache) for plan in plans], unit_sections=sections, preview=config.preview,
+        layer_sections=[s.layer_section for s in stages.all_stages() if s.layer_section],
     )
 
 

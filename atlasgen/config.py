@@ -197,6 +197,10 @@ def _stage_settings(raw: dict, path: str, base: StageSettings, problems: Problem
             problems.add(f"{prefix}visualize.octaves", f"the octaves' shares must add up to 1, they add up to {total:g}")
         if vis.octaves[-1].scale != 1.0:
             problems.add(f"{prefix}visualize.octaves", "the last octave must have scale = 1.0 (the final image size)")
+    occlusion = stages.occlusion
+    if "occlusion" in raw and occlusion.stride > occlusion.square:
+        problems.add(f"{prefix}occlusion.stride", f"{occlusion.stride:g} is larger than occlusion.square "
+                     f"({occlusion.square:g}): parts of each patch would never be covered; make it at most the square")
     return stages
 
 

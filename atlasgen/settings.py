@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from atlasgen.parsers import (
-    boolean, choice, choice_from, fraction_of_side, integer, list_of, number, pair, required, section, setting, subtables, table_of,
+    boolean, channel_range, choice, choice_from, fraction_of_side, integer, list_of, nonempty_string, number, pair, required,
+    section, setting, subtables, table_of,
 )
 
 
@@ -126,6 +127,40 @@ class SimilaritySettings:
 
 
 @dataclass(frozen=True)
+class FiltersSettings:
+    """First-layer filters: the weights of a layer that convolves the input directly, as images."""
+
+    show: bool = setting(True, boolean, "show the filters of a layer that convolves the input directly (one forward pass)")
+    pixels: int = setting(
+        48, integer(8, 512), "smallest side of a filter image; the weights are upsampled by a whole factor, nearest neighbour"
+    )
+
+
+_LAYER_GLOBS = list_of(nonempty_string)
+_UNIT_CHANNELS = "channels of those layers; not set = every channel the atlas shows"
+
+
+@dataclass(frozen=True)
+class ActivationMapsSettings:
+    """Activation maps: a channel's whole map over each of its top dataset images, overlaid on the image."""
+
+    layers: tuple[str, ...] = setting((), _LAYER_GLOBS, "glob patterns over the atlas's layers that get maps; empty = none")
+    channels: tuple[int, int] | None = setting(None, channel_range, _UNIT_CHANNELS)
+    top_k: int = setting(3, integer(1, 1000), "top dataset examples per channel with a map (at most examples.top_k)")
+
+
+@dataclass(frozen=True)
+class OcclusionSettings:
+    """Occlusion: how much a unit's activation drops when a square of its top patch is greyed out."""
+
+    layers: tuple[str, ...] = setting((), _LAYER_GLOBS, "glob patterns over the atlas's layers that get occlusion maps; empty = none")
+    channels: tuple[int, int] | None = setting(None, channel_range, _UNIT_CHANNELS)
+    top_k: int = setting(3, integer(1, 1000), "top dataset examples per channel with an occlusion map (at most examples.top_k)")
+    square: float = setting(0.25, number(0.02, 1.0), "side of the grey square, as a fraction of the patch side")
+    stride: float = setting(0.125, number(0.01, 1.0), "step of the square, as a fraction of the patch side")
+
+
+@dataclass(frozen=True)
 class Preprocess:
     """How an image becomes a model input: resize the shorter side to `input_size`,
     centre-crop a square of `input_size`, scale to [0, 1], normalize per channel."""
@@ -152,3 +187,6 @@ class StageSettings:
     visualize: VisSettings = section(VisSettings, "feature visualization")
     examples: ExamplesSettings = section(ExamplesSettings, "dataset examples")
     similarity: SimilaritySettings = section(SimilaritySettings, "similar channels")
+    filters: FiltersSettings = section(FiltersSettings, "first-layer filters as images")
+    activation_maps: ActivationMapsSettings = section(ActivationMapsSettings, "whole activation maps of top examples")
+    occlusion: OcclusionSettings = section(OcclusionSettings, "occlusion maps of top examples")

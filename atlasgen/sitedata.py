@@ -23,6 +23,14 @@ class Example:
 
 
 @dataclass
+class StageImage:
+    """An image a stage shows on a unit or layer page, copied beside the page under its name."""
+
+    path: Path  # the file in the cache
+    alt: str
+
+
+@dataclass
 class Related:
     channel: int
     score: float
@@ -50,6 +58,7 @@ class UnitData:
     cross: list[Related] = field(default_factory=list)  # "this image also excites": other channels' response to this channel's image
     note_html: str = ""
     extras: dict[str, object] = field(default_factory=dict)  # stage name -> what that stage shows on the unit page
+    stage_images: dict[str, StageImage] = field(default_factory=dict)  # file name in the unit's folder -> image
 
 
 @dataclass
@@ -69,6 +78,8 @@ class LayerData:
     note_html: str = ""
     nonnegative: bool = False  # never below zero on the dataset (it follows a ReLU): weakest examples are ties at 0
     layout: str = "nchw"  # how the module's output is read as a map (atlasgen.hooks)
+    extras: dict[str, object] = field(default_factory=dict)  # stage name -> what that stage shows on the layer page
+    stage_images: dict[str, StageImage] = field(default_factory=dict)  # file name in the layer's folder -> image
 
 
 @dataclass
@@ -94,4 +105,5 @@ class SiteData:
     models: list[ModelData] = field(default_factory=list)
     note_html: str = ""
     unit_sections: list[str] = field(default_factory=list)  # templates the unit page includes, one per stage that has one
+    layer_sections: list[str] = field(default_factory=list)  # templates the layer page includes, likewise
     preview: bool = False  # built with [build] preview: every page says it is not the real atlas

@@ -58,7 +58,8 @@ def quiet() -> BuildOptions:
 def test_build_then_rebuild_then_change(tmp_path, images):
     config_path = make_project(tmp_path, images)
     first = build(load_config(config_path), quiet())
-    assert first.computed == {"featvis": 6, "dataset": 2, "similarity": 2, "histogram": 2, "image_mean": 2, "receptive": 1}
+    assert first.computed == {"featvis": 6, "dataset": 2, "similarity": 2, "histogram": 2, "image_mean": 2, "receptive": 1,
+                              "filters": 1}
     site = tmp_path / "site"
     for page in ["index.html", "demo/index.html", "demo/conv1/index.html", "demo/conv3/index.html",
                  "demo/conv1/0/index.html", "demo/conv3/2/index.html", "404.html"]:
@@ -77,7 +78,8 @@ def test_build_then_rebuild_then_change(tmp_path, images):
 
     second = build(load_config(config_path), quiet())
     assert sum(second.computed.values()) == 0
-    assert second.cached == {"featvis": 6, "dataset": 2, "similarity": 2, "histogram": 2, "image_mean": 2, "receptive": 1}
+    assert second.cached == {"featvis": 6, "dataset": 2, "similarity": 2, "histogram": 2, "image_mean": 2, "receptive": 1,
+                             "filters": 1}
     assert json.loads((site / "demo/conv1/index.json").read_text()) == data
 
     # Only the visualizations depend on the number of steps; only the examples on top_k.
@@ -162,7 +164,8 @@ def test_built_demo_site_passes_browser_checks(tmp_path, images):
 def test_only_computes_one_layer_and_keeps_the_rest_of_the_site(tmp_path, images):
     config_path = make_project(tmp_path, images)
     first = build(load_config(config_path), BuildOptions(progress=False, only="demo/conv1"))
-    assert first.computed == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1, "image_mean": 1, "receptive": 1}
+    assert first.computed == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1, "image_mean": 1, "receptive": 1,
+                              "filters": 1}
     site = tmp_path / "site"
     assert (site / "demo/conv1/0/index.html").is_file()
     assert (site / "demo/conv3/index.html").is_file()  # listed, waiting for its units
@@ -170,10 +173,11 @@ def test_only_computes_one_layer_and_keeps_the_rest_of_the_site(tmp_path, images
     assert rest.computed == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1, "image_mean": 1}
     # --force --only recomputes conv1 and reuses conv3's cached results for the site: counted as such
     forced = build(load_config(config_path), BuildOptions(progress=False, only="demo/conv1", force=True))
-    assert forced.computed == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1, "image_mean": 1, "receptive": 1}
+    assert forced.computed == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1, "image_mean": 1, "receptive": 1,
+                               "filters": 1}
     assert forced.cached == {"featvis": 3, "dataset": 1, "similarity": 1, "histogram": 1, "image_mean": 1}
     dry = CliRunner().invoke(main, ["build", "-c", str(config_path), "--force", "--only", "demo/conv1", "--dry-run"])
-    assert "8 units to compute, 7 from the cache" in dry.output, dry.output
+    assert "9 units to compute, 7 from the cache" in dry.output, dry.output
     with pytest.raises(Exception, match="has no selected layer 'conv2'; layers: conv1, conv3"):
         build(load_config(config_path), BuildOptions(progress=False, only="demo/conv2"))
 

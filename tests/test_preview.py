@@ -80,7 +80,7 @@ def test_a_preview_build_marks_its_pages_and_keeps_its_cache_apart(tmp_path, ima
     real = build(load_config(config_path), BuildOptions(progress=False))
     # Everything the capped settings change is computed again; receptive fields do not depend on them.
     assert real.computed == {"featvis": 6, "dataset": 2, "similarity": 2, "histogram": 2, "image_mean": 2}
-    assert real.cached == {"receptive": 1}
+    assert real.cached == {"receptive": 1, "filters": 1}
     assert not any(BANNER in page.read_text() for page in [*_pages(site), site / "404.html"])
     cff = (site / "CITATION.cff").read_text()
     assert "preview" not in cff and preview_version not in cff

@@ -75,9 +75,10 @@ def _model_pages(site: SiteData, models: list[ModelView]) -> Iterator[tuple[tupl
 
 
 def _layer_pages(site: SiteData, models: list[ModelView]) -> Iterator[tuple[tuple[int, ...], Any, dict[str, Any]]]:
+    sections = list(getattr(site, "layer_sections", None) or [])  # partials stages add (templates/layer.html)
     for i, m in enumerate(models):
         for j, lv in enumerate(m.layers):
-            yield (i, j), lv, {"model": m, "layer": lv}
+            yield (i, j), lv, {"model": m, "layer": lv, "sections": sections}
 
 
 def _unit_pages(site: SiteData, models: list[ModelView]) -> Iterator[tuple[tuple[int, ...], Any, dict[str, Any]]]:

@@ -27,6 +27,13 @@ def _example_json(ex: ExampleView, here: str) -> dict[str, Any]:
 
 
 def _unit_json(u: UnitView, here: str) -> dict[str, Any]:
+    doc = _unit_fields(u, here)
+    if u.stage_images:  # only where a stage adds images, so other layers' files stay as they were
+        doc["stage_images"] = {name: relative_url(img.src, here) for name, img in u.stage_images.items()}
+    return doc
+
+
+def _unit_fields(u: UnitView, here: str) -> dict[str, Any]:
     return {
         "channel": u.channel,
         "page": relative_url(u.url, here),
@@ -63,4 +70,6 @@ def layer_json(layer: LayerView) -> str:
         "box_format": "left, top, right, bottom in source-image pixels (right/bottom exclusive)",
         "units": [_unit_json(u, here) for u in layer.units],
     }
+    if layer.stage_images:
+        doc["stage_images"] = {name: relative_url(img.src, here) for name, img in layer.stage_images.items()}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"

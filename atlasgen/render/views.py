@@ -16,7 +16,7 @@ from typing import Any, Callable
 from markupsafe import Markup
 
 from atlasgen.errors import AtlasError
-from atlasgen.sitedata import Example, LayerData, ModelData, Related, SiteData, UnitData
+from atlasgen.sitedata import Example, LayerData, ModelData, Related, SiteData, StageImage, UnitData
 
 from .formats import format_number, objective_label, objective_order
 from .urls import TWIN_FILE, check_segment, layer_dir, model_dir, page_url, unit_anchor, unit_dir
@@ -78,6 +78,7 @@ class UnitView(_InSequence):
     bottom: list[ExampleView] = field(default_factory=list)
     similar: list[RelatedView] = field(default_factory=list)
     cross: list[RelatedView] = field(default_factory=list)
+    stage_images: dict[str, ImageRef] = field(default_factory=dict)  # stages' images, by file name
 
     @property
     def channel(self) -> int:
@@ -108,6 +109,7 @@ class LayerView(_InSequence):
     url: str
     json_url: str
     units: list[UnitView] = field(default_factory=list)
+    stage_images: dict[str, ImageRef] = field(default_factory=dict)  # stages' images, by file name
 
     @property
     def name(self) -> str:
@@ -187,6 +189,16 @@ def _unit_images(writer: SiteWriter, site: SiteData, view: UnitView) -> None:
                     f"Activation of {label} over the whole image {ex.source}",
                 )
             target.append(ExampleView(example=ex, rank=i + 1, patch=patch, heatmap=heat))
+    view.stage_images = _stage_images(writer, view.data.stage_images, view.dir)
+
+
+def _stage_images(writer: SiteWriter, images: dict[str, StageImage], folder: str) -> dict[str, ImageRef]:
+    """Copy the images stages show on a page into the page's folder, under their names."""
+    refs = {}
+    for name, image in images.items():
+        check_segment(name, "stage image")
+        refs[name] = _image(writer, image.path, f"{folder}/{name}", image.alt)
+    return refs
 
 
 def _related(items: list[Related], layer: LayerView, by_channel: dict[int, UnitView]) -> list[RelatedView]:
@@ -231,6 +243,7 @@ def build_views(site: SiteData, writer: SiteWriter, reserved: Collection[str] = 
             seen_layers.add(layer.name)
             base = layer_dir(model.name, layer.name)
             lview = LayerView(data=layer, model=model.name, url=page_url(base), json_url=f"{base}/{TWIN_FILE}")
+            lview.stage_images = _stage_images(writer, layer.stage_images, base)
             for unit in sorted(layer.units, key=lambda u: u.channel):
                 folder = unit_dir(model.name, layer.name, unit.channel)
                 uview = UnitView(data=unit, model=model.name, layer=layer.name, url=page_url(folder), dir=folder)
