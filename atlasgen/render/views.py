@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from markupsafe import Markup
 
+from atlasgen import objectives
 from atlasgen.errors import AtlasError
 from atlasgen.sitedata import Example, LayerData, ModelData, Related, SiteData, UnitData
 
@@ -87,6 +88,15 @@ class UnitView(_InSequence):
     def thumb(self) -> ImageRef | None:
         # a dead channel or a flat grey image previews nothing
         return None if self.data.dead or "channel" in self.data.still else self.images.get("channel")
+
+    @property
+    def recipe(self) -> tuple[str, ImageRef] | None:
+        """(label, image) of a recipe objective with its own loop (a preset such as the
+        feature-maps article's), shown beside the channel image on the layer page."""
+        for name, ref in self.images.items():
+            if name in objectives.names() and objectives.get(name).own_loop:
+                return objective_label(name), ref
+        return None
 
     @property
     def bottom_ties_at_zero(self) -> bool:
