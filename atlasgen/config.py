@@ -20,6 +20,7 @@ from typing import Any
 
 from atlasgen import preview, sources
 from atlasgen.errors import ConfigError
+from atlasgen.experiments import experiment_list, kinds
 from atlasgen.folders import path_problems
 from atlasgen.parsers import (
     Parser, Problems, apply_table, as_table, boolean, channel_range, device, integer, keys, list_of, named_tables,
@@ -156,6 +157,8 @@ class ModelConfig:
     std: tuple[float, float, float] | None = _model_key(
         list_of(number(1e-6), length=3), "per-channel normalization std; not set = from the weights' metadata"
     )
+    experiments: tuple = _model_key(
+        experiment_list, "experiments on chosen units, each on a page of its own (`[[models.experiments]]`)", absent=())
     stages: StageSettings
     index: int  # position in [[models]], for error paths
 
@@ -381,4 +384,9 @@ def reference_markdown() -> str:
     stages = [(name, f"keys of `[{name}]`", f"{f.metadata['doc']} of this model, over `[{name}]` key by key")
               for name, f in keys(StageSettings).items()]
     _document(lines, "[[models]]", ModelConfig, stages)
+    lines += ["", "## `[[models.experiments]]`", "",
+              "Each table turns on one experiment for chosen units of its model, shown on a page of its own; "
+              "`kind` picks the experiment, and the other keys are those of its kind below."]
+    for kind, cls in kinds().items():
+        _document(lines, f"[[models.experiments]] kind = \"{kind}\"", cls)
     return "\n".join(lines) + "\n"

@@ -60,6 +60,36 @@ class ReceptiveFieldInfo:
 
 
 @dataclass
+class Figure:
+    """One image of an experiment page, with the numbers shown under it."""
+
+    image: Path  # image file in the cache
+    caption: str
+    values: list[tuple[str, float]] = field(default_factory=list)  # (what, value)
+
+
+@dataclass
+class FigureRow:
+    title: str
+    figures: list[Figure]
+    intro: str = ""
+
+
+@dataclass
+class ExperimentPage:
+    """A page of an experiment (`[[models.experiments]]`), in its layer's folder."""
+
+    kind: str  # the stage that made it
+    folder: str  # relative to the layer's folder: "5/neuron-maps", "metric-invariance-3-5"
+    title: str
+    intro: str
+    rows: list[FigureRow]
+    settings: list[tuple[str, str]]  # (key, value) of its [[models.experiments]] table, as written
+    channel: int | None = None  # the unit whose page links to it; None = the layer page links to it
+    note_html: str = ""
+
+
+@dataclass
 class LayerData:
     name: str  # dotted module name, also the URL segment
     channels: int  # channels the layer has
@@ -69,6 +99,7 @@ class LayerData:
     note_html: str = ""
     nonnegative: bool = False  # never below zero on the dataset (it follows a ReLU): weakest examples are ties at 0
     layout: str = "nchw"  # how the module's output is read as a map (atlasgen.hooks)
+    experiments: list[ExperimentPage] = field(default_factory=list)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from atlasgen import objectives
 from atlasgen.errors import AtlasError
 from atlasgen.sitedata import Example, LayerData, ModelData, Related, SiteData, UnitData
 
+from .experiments import ExperimentView, experiment_views
 from .formats import format_number, objective_label, objective_order
 from .urls import TWIN_FILE, check_segment, layer_dir, model_dir, page_url, unit_anchor, unit_dir
 from .writer import SiteWriter
@@ -79,6 +80,7 @@ class UnitView(_InSequence):
     bottom: list[ExampleView] = field(default_factory=list)
     similar: list[RelatedView] = field(default_factory=list)
     cross: list[RelatedView] = field(default_factory=list)
+    experiments: list[ExperimentView] = field(default_factory=list)  # the experiment pages of this unit
 
     @property
     def channel(self) -> int:
@@ -118,6 +120,7 @@ class LayerView(_InSequence):
     url: str
     json_url: str
     units: list[UnitView] = field(default_factory=list)
+    experiments: list[ExperimentView] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -250,6 +253,10 @@ def build_views(site: SiteData, writer: SiteWriter, reserved: Collection[str] = 
             for uview in lview.units:
                 uview.similar = _related(uview.data.similar, lview, by_channel)
                 uview.cross = _related(uview.data.cross, lview, by_channel)
+            lview.experiments = experiment_views(writer, model.name, layer.name, layer.experiments, _image)
+            for eview in lview.experiments:
+                if eview.data.channel in by_channel:
+                    by_channel[eview.data.channel].experiments.append(eview)
             for uview, (prev, next_) in zip(lview.units, _nav(lview.units, lambda u: f"channel {u.channel}")):
                 uview.prev, uview.next = prev, next_
             mview.layers.append(lview)

@@ -73,6 +73,7 @@ class Stage:
     title: ClassVar[str]  # in the build summary's timings
     reads_dataset: ClassVar[bool] = False  # computed by accumulators in the shared dataset pass
     unit_section: ClassVar[str | None] = None  # a template the unit page includes for this stage's data
+    experiment: ClassVar[type | None] = None  # the keys of its [[models.experiments]] tables, for an experiment
 
     def tasks(self, basis: KeyBasis) -> list[Task]:
         raise NotImplementedError

@@ -5,6 +5,7 @@ call that fits the model's input size and runs the recipe with a progress bar.""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 
 from atlasgen.objectives.article import NAME
@@ -54,3 +55,20 @@ def run_recipe(run, plan, targets: Sequence, recipe, what: str, score: Sequence 
 
 
 BATCH = 16  # images per recipe batch
+
+
+def entries_of(layer, kind: str) -> list:
+    """(task, entry) of this layer's computed `kind` tasks, in plan order (experiments that may
+    share a layer and channel are not told apart by assembly's task index)."""
+    found = []
+    for task in layer.model.tasks_of(kind):
+        if task.layer == layer.info.name:
+            entry = layer.cache.get(task.kind, task.key)
+            if entry is not None:
+                found.append((task, entry))
+    return found
+
+
+def written(kind: str, keys: dict) -> list[list[str]]:
+    """An experiment's table as the page shows it: [key, TOML value] pairs."""
+    return [["kind", json.dumps(kind)]] + [[key, json.dumps(value)] for key, value in keys.items()]
