@@ -388,5 +388,5 @@ def reference_markdown() -> str:
               "Each table turns on one experiment for chosen units of its model, shown on a page of its own; "
               "`kind` picks the experiment, and the other keys are those of its kind below."]
     for kind, cls in kinds().items():
-        _document(lines, f"[[models.experiments]] kind = \"{kind}\"", cls)
+        _document(lines, f"models.experiments (kind = \"{kind}\")", cls)
     return "\n".join(lines) + "\n"

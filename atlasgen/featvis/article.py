@@ -70,6 +70,13 @@ def part_values(acts: torch.Tensor, part: Part) -> torch.Tensor:
 
 def target_losses(acts: dict[str, torch.Tensor], targets: Sequence[Target], recipe: Recipe) -> torch.Tensor:
     """(B,) each image's loss: the sum over its parts of the recipe's distance."""
+    layers = {part.layer for target in targets for part in target.parts}
+    if len(layers) == 1 and all(len(t.parts) == 1 and t.parts[0].units is None for t in targets):
+        # The common case, whole channels of one layer: one batched gather (same values as below).
+        acts_of = acts[layers.pop()]
+        channels = torch.tensor([t.parts[0].channel for t in targets], device=acts_of.device)
+        z = acts_of[torch.arange(len(targets), device=acts_of.device), channels].float().flatten(1)
+        return distance(z, recipe.metric, recipe.constant)
     losses = []
     for i, target in enumerate(targets):
         losses.append(sum(distance(part_values(acts[part.layer][i:i + 1], part), recipe.metric, recipe.constant)[0]

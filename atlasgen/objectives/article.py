@@ -67,6 +67,9 @@ def _odd(value, path, problems):
 
 @dataclass(frozen=True)
 class Recipe:
+    """The feature-maps article's recipe (objective `feature-maps-article`, and the experiments):
+    every default is the article's number for InceptionV3; a key written here overrides it."""
+
     metric: str = setting("l1", choice(*METRICS), "distance between the target activations and C: l1 = sum(C - z), "
                           "l2 = sqrt(sum((C - z)^2)), linf = max |C - z|")
     constant: float = setting(200.0, number(), "C, the large constant the activations are pulled towards")
@@ -76,7 +79,7 @@ class Recipe:
     blur_kernel: int = setting(3, Parser(_odd, "integer", "odd, 1 to 15"),
                                "side of the Gaussian blur kernel, pixels (1 = no blur)")
     step_unit: float = setting(
-        0.05, number(0.0), "a step moves the pixels (in [0, 1]) by lr x step_unit x the gradient scaled to unit RMS")
+        0.2, number(0.0), "a step moves the pixels (in [0, 1]) by lr x step_unit x the gradient scaled to unit RMS")
     seed: int = setting(0, integer(0), "random seed of the initial noise")
 
 

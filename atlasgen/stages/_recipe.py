@@ -54,7 +54,7 @@ def run_recipe(run, plan, targets: Sequence, recipe, what: str, score: Sequence 
     return pixels, own, cross
 
 
-BATCH = 16  # images per recipe batch
+BATCH = 32  # images per recipe batch (as featvis on CPU)
 
 
 def entries_of(layer, kind: str) -> list:
