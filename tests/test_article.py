@@ -208,6 +208,12 @@ def test_preset_has_its_own_keys(tmp_path):
     assert "feature-maps-article" not in key_settings(with_recipe.models[0].stages.visualize)["objectives"]
 
 
+def test_preview_caps_the_recipe_steps(tmp_path):
+    config = _config(tmp_path, "[build]\npreview = true\n" + BASE)
+    recipe = config.models[0].stages.visualize.options_for(NAME)
+    assert [o.steps for o in recipe.octaves] == [5, 5, 5] and recipe.octaves[2].scale == ARTICLE_OCTAVES[2].scale
+
+
 EXPERIMENTS = BASE + """
 [[models.experiments]]
 kind = "neuron-maps"
