@@ -127,7 +127,11 @@ def optimize_targets(
                     acts = forward_layers(model, (x - mean) / std, layers)
                     (grad,) = torch.autograd.grad(target_losses(acts, targets, recipe).sum(), x)
                 with torch.no_grad():
-                    rms = grad.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(_RMS_EPS).view(-1, 1, 1, 1)
+                    # RMS over the pixels the gradient reaches: a loss that reaches a few units (L-infinity,
+                    # a neuron) moves its pixels as far as one that reaches every unit, not further.
+                    flat = grad.flatten(1)
+                    reached = (flat != 0).sum(dim=1).clamp_min(1)
+                    rms = (flat.pow(2).sum(dim=1) / reached).sqrt().clamp_min(_RMS_EPS).view(-1, 1, 1, 1)
                     x = (x - lr * recipe.step_unit * grad / rms).clamp(0, 1)
                     x = gaussian_blur(x, recipe.blur_kernel, sigma)
                 if progress is not None:

@@ -22,9 +22,10 @@ and cached by its own stage (`atlasgen.stages.article`), so turning it on or cha
 numbers leaves the other images' cache entries as they are. The experiments (neuron maps,
 combined units, metric invariance) optimize with the same recipe.
 
-Not the article's: the step is each image's gradient scaled to unit RMS times the learning rate
-times `step_unit` (models' raw gradients differ by orders of magnitude; see `step_unit`), the
-image starts as grey with +-5% uniform noise, and C defaults to 200."""
+Not the article's: the step is each image's gradient scaled to unit RMS over the pixels it
+reaches, times the learning rate, times `step_unit` (models' raw gradients differ by orders of
+magnitude, so the article's learning rates cannot be used on the raw gradient of any model but
+its own), the image starts as grey with +-5% uniform noise, and C defaults to 200."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ class Recipe:
     blur_kernel: int = setting(3, Parser(_odd, "integer", "odd, 1 to 15"),
                                "side of the Gaussian blur kernel, pixels (1 = no blur)")
     step_unit: float = setting(
-        0.2, number(0.0), "a step moves the pixels (in [0, 1]) by lr x step_unit x the gradient scaled to unit RMS")
+        0.2, number(0.0), "a step moves the pixels (in [0, 1]) by lr x step_unit x the gradient scaled to unit RMS over the pixels it reaches")
     seed: int = setting(0, integer(0), "random seed of the initial noise")
 
 

@@ -86,7 +86,8 @@ class MetricInvarianceStage(Stage):
                 kind=self.name, folder="metric-invariance", title="Metric invariance",
                 intro="Each channel optimized with the feature-maps article's recipe under each of its distances between "
                       "the channel's activations z and the constant C; if the feature, not the metric, shapes the image, "
-                      "a row's images look alike.",
+                      "a row's images look alike. L-infinity's gradient reaches only the unit farthest from C at each "
+                      "step, so its image changes one receptive field at a time.",
                 rows=rows, settings=entry.meta["settings"]))
 
 
