@@ -157,10 +157,12 @@ class ModelConfig:
     std: tuple[float, float, float] | None = _model_key(
         list_of(number(1e-6), length=3), "per-channel normalization std; not set = from the weights' metadata"
     )
-    experiments: tuple = _model_key(
-        experiment_list, "experiments on chosen units, each on a page of its own (`[[models.experiments]]`)", absent=())
     stages: StageSettings
     index: int  # position in [[models]], for error paths
+    # Last, with a default, so code that makes a ModelConfig without experiments still can.
+    experiments: tuple = field(default=(), metadata={
+        "parser": experiment_list, "absent": (), "missing": "",
+        "doc": "experiments on chosen units, each on a page of its own (`[[models.experiments]]`)"})
 
     @property
     def path(self) -> str:
