@@ -20,6 +20,7 @@ from typing import Any
 
 from atlasgen import preview, sources
 from atlasgen.errors import ConfigError
+from atlasgen.experiments import experiment_list, kinds
 from atlasgen.folders import path_problems
 from atlasgen.parsers import (
     Parser, Problems, apply_table, as_table, boolean, channel_range, device, integer, keys, list_of, named_tables,
@@ -158,6 +159,10 @@ class ModelConfig:
     )
     stages: StageSettings
     index: int  # position in [[models]], for error paths
+    # Last, with a default, so code that makes a ModelConfig without experiments still can.
+    experiments: tuple = field(default=(), metadata={
+        "parser": experiment_list, "absent": (), "missing": "",
+        "doc": "experiments on chosen units, each on a page of its own (`[[models.experiments]]`)"})
 
     @property
     def path(self) -> str:
@@ -385,4 +390,9 @@ def reference_markdown() -> str:
     stages = [(name, f"keys of `[{name}]`", f"{f.metadata['doc']} of this model, over `[{name}]` key by key")
               for name, f in keys(StageSettings).items()]
     _document(lines, "[[models]]", ModelConfig, stages)
+    lines += ["", "## `[[models.experiments]]`", "",
+              "Each table turns on one experiment for chosen units of its model, shown on a page of its own; "
+              "`kind` picks the experiment, and the other keys are those of its kind below."]
+    for kind, cls in kinds().items():
+        _document(lines, f"models.experiments (kind = \"{kind}\")", cls)
     return "\n".join(lines) + "\n"

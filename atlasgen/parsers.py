@@ -169,16 +169,17 @@ def apply_table(raw: Any, path: str, base: Any, problems: Problems) -> Any:
 
 
 def table_of(cls: type, noun: str) -> Parser:
-    """A table parsed whole into `cls`, every declared key required (`noun`: "an octave")."""
+    """A table parsed whole into `cls`: every key declared `required` must be there, the others
+    take their defaults (`noun`: "an octave")."""
 
     def parse(value: Any, path: str, problems: Problems) -> Any:
         table = as_table(value, path, problems)
         if table is None:
             return None
-        names = list(keys(cls))
-        missing = [key for key in names if key not in table]
+        needed = [key for key, f in keys(cls).items() if f.default is dataclasses.MISSING]
+        missing = [key for key in needed if key not in table]
         if missing:
-            problems.add(path, f"{noun} needs {', '.join(names)}; missing {', '.join(missing)}")
+            problems.add(path, f"{noun} needs {', '.join(needed)}; missing {', '.join(missing)}")
             return None
         before = len(problems.items)
         values = _parse_keys(table, path, cls, None, problems)

@@ -32,6 +32,20 @@ def preview_stages(stages: StageSettings) -> StageSettings:
     """`stages` with the costly settings capped at the preview's."""
     vis, examples = stages.visualize, stages.examples
     visualize = dataclasses.replace(vis, steps=min(vis.steps, STEPS), size=min(vis.size, SIZE),
-                                    relu_redirect_steps=min(vis.relu_redirect_steps, RELU_REDIRECT_STEPS))
+                                    relu_redirect_steps=min(vis.relu_redirect_steps, RELU_REDIRECT_STEPS),
+                                    options=_capped_recipe(vis))
     images = MAX_IMAGES if examples.max_images == 0 else min(examples.max_images, MAX_IMAGES)
     return dataclasses.replace(stages, visualize=visualize, examples=dataclasses.replace(examples, max_images=images))
+
+
+def _capped_recipe(vis):
+    """The options with the feature-maps article's recipe (its image of every unit, and the
+    experiments) capped at STEPS steps over its octaves, each octave still run."""
+    from atlasgen.objectives.article import NAME
+
+    recipe = vis.options_for(NAME)
+    per_octave = max(1, STEPS // len(recipe.octaves))
+    octaves = tuple(dataclasses.replace(o, steps=min(o.steps, per_octave)) for o in recipe.octaves)
+    options = dict(vis.options)
+    options[NAME] = dataclasses.replace(recipe, octaves=octaves)
+    return tuple(sorted(options.items()))

@@ -69,6 +69,36 @@ class ReceptiveFieldInfo:
 
 
 @dataclass
+class Figure:
+    """One image of an experiment page, with the numbers shown under it."""
+
+    image: Path  # image file in the cache
+    caption: str
+    values: list[tuple[str, float]] = field(default_factory=list)  # (what, value)
+
+
+@dataclass
+class FigureRow:
+    title: str
+    figures: list[Figure]
+    intro: str = ""
+
+
+@dataclass
+class ExperimentPage:
+    """A page of an experiment (`[[models.experiments]]`), in its layer's folder."""
+
+    kind: str  # the stage that made it
+    folder: str  # relative to the layer's folder: "5/neuron-maps", "metric-invariance-3-5"
+    title: str
+    intro: str
+    rows: list[FigureRow]
+    settings: list[tuple[str, str]]  # (key, value) of its [[models.experiments]] table, as written
+    channel: int | None = None  # the unit whose page links to it; None = the layer page links to it
+    note_html: str = ""
+
+
+@dataclass
 class LayerData:
     name: str  # dotted module name, also the URL segment
     channels: int  # channels the layer has
@@ -80,6 +110,7 @@ class LayerData:
     layout: str = "nchw"  # how the module's output is read as a map (atlasgen.hooks)
     extras: dict[str, object] = field(default_factory=dict)  # stage name -> what that stage shows on the layer page
     stage_images: dict[str, StageImage] = field(default_factory=dict)  # file name in the layer's folder -> image
+    experiments: list[ExperimentPage] = field(default_factory=list)
 
 
 @dataclass

@@ -32,6 +32,8 @@ MAX_AUTO_BATCH = 512
 # coefficients whose gradient is mere numerical noise (far below the image's RMS) are not blown
 # up to full-size steps by Adam's per-coordinate normalization.
 ADAM_EPS = 1e-2
+# (step, the batch's images, the target layer's detached activations): watches the optimization
+Recorder = Callable[[int, list[ImageSpec], torch.Tensor], None]
 
 
 @dataclass
@@ -207,6 +209,7 @@ def optimize_batch(
     device: torch.device,
     progress: Callable[[int], None] | None = None,
     blur: float = 1.0,
+    record: Recorder | None = None,
 ) -> torch.Tensor:
     """Optimize one batch through every octave; returns float images (B, 3, size, size) on the CPU.
     `blur` scales every octave's blur (see `field.blur_scale`)."""
@@ -240,6 +243,8 @@ def optimize_batch(
             view = random_view(param.image(), theta)
             with redirect_relu_gradients(step < settings.relu_redirect_steps), autocast:
                 acts = layer_activations(model, layer, normalize(view))
+            if record is not None:
+                record(step, specs, acts.detach())
             loss = objective.loss(acts, theta)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -309,11 +314,13 @@ def visualize_channels(
     preprocess: Preprocess,
     device: torch.device,
     progress: Callable[[int], None] | None = None,
+    record: Recorder | None = None,
 ) -> VisResult:
     """Feature visualizations of `channels` of `layer` for every objective in `settings.objectives`.
 
     `progress(n)` is called after every batched optimization step with the number of images
-    in the batch, so the total is `settings.steps` times the number of images.
+    in the batch, so the total is `settings.steps` times the number of images. `record(step,
+    specs, acts)` is called with the target layer's activations of every step (featvis/record.py).
     """
     _validate(model, layer, settings, device)
     channels = [int(c) for c in channels]
@@ -331,7 +338,8 @@ def visualize_channels(
         log.debug("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
         blur = blur_scale(field_side(model, layer, probe))
         log.debug("%s: blur x%.2f for its field", layer, blur)
-        finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress, blur) for batch in batches]
+        finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress, blur=blur, record=record)
+                  for batch in batches]
         pixels = to_uint8(torch.cat(finals))
         # Score the stored (quantized) images, exactly what the site shows.
         scores, means = final_scores(model, layer, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, specs,

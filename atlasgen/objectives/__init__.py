@@ -41,6 +41,9 @@ class Objective:
     # it that channel alone (rows 0..n-1, channel 0), resampled to undo each image's random
     # view, so a unit it picks stays on the content it optimizes (transforms.align_to_image).
     follows_view: bool = False
+    # Optimized by its own loop (a recipe of its own, `atlasgen.featvis.article`) and cached by
+    # its own stage, not in the shared batches of `atlasgen.featvis.optimize`.
+    own_loop: bool = False
 
 
 _REGISTRY: Registry[Objective] = Registry("objective")
@@ -55,6 +58,11 @@ def names() -> tuple[str, ...]:
 
 def all_objectives() -> list[Objective]:
     return _REGISTRY.ordered()
+
+
+def batch_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of `names` the shared batch loop optimizes (not an own-loop recipe)."""
+    return tuple(name for name in names if not get(name).own_loop)
 
 
 def grouped_names() -> frozenset[str]:

@@ -44,7 +44,7 @@ def format_score(value: float | None) -> str:
 # maximizes a spatial mean against the best dataset image's spatial mean, one that maximizes a
 # single position against the dataset's single-position maximum. Objectives not listed (negative,
 # neuron_at's rows, others) get no comparison rather than a misleading one.
-YARDSTICKS = {"channel": "best_mean", "diversity": "best_mean", "neuron": "max"}
+YARDSTICKS = {"channel": "best_mean", "diversity": "best_mean", "neuron": "max", "feature-maps-article": "best_mean"}
 YARDSTICK_WORDS = {"best_mean": "the best dataset image's mean", "max": "the dataset's single-position max"}
 
 

@@ -21,16 +21,18 @@ from markupsafe import Markup
 
 from atlasgen.sitedata import SiteData
 
+from .experiments import experiment_pages
 from .formats import citation_cff, robots_txt, sitemap_xml
 from .notes import NoteBook
 from .twin import layer_json
 from .urls import PAGE_FILE, TWIN_FILE, layer_dir, model_dir, page_url, public_url, relative_url, unit_dir
+from .experiments import ExperimentView
 from .views import LayerView, ModelView, UnitView
 from atlasgen.folders import MANIFEST_NAME
 
 from .writer import SiteWriter
 
-View = ModelView | LayerView | UnitView | None  # None: the atlas index, which shows the whole site
+View = ModelView | LayerView | UnitView | ExperimentView | None  # None: the atlas index, which shows the whole site
 # (position in the atlas tree, the view a page shows, what its template needs besides the common context)
 Walk = Callable[[SiteData, list[ModelView]], Iterator[tuple[tuple[int, ...], Any, dict[str, Any]]]]
 
@@ -96,7 +98,8 @@ LAYER = PageType(
     "layer", "layer.html", lambda lv: layer_dir(lv.model, lv.name), _layer_pages, extras=((TWIN_FILE, layer_json),)
 )
 UNIT = PageType("unit", "unit.html", lambda u: unit_dir(u.model, u.layer, u.channel), _unit_pages)
-PAGE_TYPES: tuple[PageType, ...] = (INDEX, MODEL, LAYER, UNIT)
+EXPERIMENT = PageType("experiment", "experiment.html", lambda e: e.dir, experiment_pages)
+PAGE_TYPES: tuple[PageType, ...] = (INDEX, MODEL, LAYER, UNIT, EXPERIMENT)
 
 
 def all_pages(site: SiteData, models: list[ModelView]) -> list[Page]:

@@ -15,9 +15,11 @@ from typing import Any, Callable
 
 from markupsafe import Markup
 
+from atlasgen import objectives
 from atlasgen.errors import AtlasError
 from atlasgen.sitedata import Example, LayerData, ModelData, Related, SiteData, StageImage, UnitData
 
+from .experiments import ExperimentView, experiment_views
 from .formats import format_number, objective_label, objective_order
 from .urls import TWIN_FILE, check_segment, layer_dir, model_dir, page_url, unit_anchor, unit_dir
 from .writer import SiteWriter
@@ -79,6 +81,7 @@ class UnitView(_InSequence):
     similar: list[RelatedView] = field(default_factory=list)
     cross: list[RelatedView] = field(default_factory=list)
     stage_images: dict[str, ImageRef] = field(default_factory=dict)  # stages' images, by file name
+    experiments: list[ExperimentView] = field(default_factory=list)  # the experiment pages of this unit
 
     @property
     def channel(self) -> int:
@@ -88,6 +91,15 @@ class UnitView(_InSequence):
     def thumb(self) -> ImageRef | None:
         # a dead channel or a flat grey image previews nothing
         return None if self.data.dead or "channel" in self.data.still else self.images.get("channel")
+
+    @property
+    def recipe(self) -> tuple[str, ImageRef] | None:
+        """(label, image) of a recipe objective with its own loop (a preset such as the
+        feature-maps article's), shown beside the channel image on the layer page."""
+        for name, ref in self.images.items():
+            if name in objectives.names() and objectives.get(name).own_loop:
+                return objective_label(name), ref
+        return None
 
     @property
     def bottom_ties_at_zero(self) -> bool:
@@ -110,6 +122,7 @@ class LayerView(_InSequence):
     json_url: str
     units: list[UnitView] = field(default_factory=list)
     stage_images: dict[str, ImageRef] = field(default_factory=dict)  # stages' images, by file name
+    experiments: list[ExperimentView] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -253,6 +266,10 @@ def build_views(site: SiteData, writer: SiteWriter, reserved: Collection[str] = 
             for uview in lview.units:
                 uview.similar = _related(uview.data.similar, lview, by_channel)
                 uview.cross = _related(uview.data.cross, lview, by_channel)
+            lview.experiments = experiment_views(writer, model.name, layer.name, layer.experiments, _image)
+            for eview in lview.experiments:
+                if eview.data.channel in by_channel:
+                    by_channel[eview.data.channel].experiments.append(eview)
             for uview, (prev, next_) in zip(lview.units, _nav(lview.units, lambda u: f"channel {u.channel}")):
                 uview.prev, uview.next = prev, next_
             mview.layers.append(lview)

@@ -74,6 +74,7 @@ class Stage:
     reads_dataset: ClassVar[bool] = False  # computed by accumulators in the shared dataset pass
     unit_section: ClassVar[str | None] = None  # a template the unit page includes for this stage's data
     layer_section: ClassVar[str | None] = None  # a template the layer page includes for this stage's data
+    experiment: ClassVar[type | None] = None  # the keys of its [[models.experiments]] tables, for an experiment
 
     def tasks(self, basis: KeyBasis) -> list[Task]:
         raise NotImplementedError

@@ -19,10 +19,17 @@ CHUNK = 32  # channels stored per optimization call, so an interrupted build kee
 _SET_MEMBER = re.compile(r"(?P<name>.+)-(?P<index>\d+)\.png")
 
 
+def batch_settings(settings):
+    """`settings` with only the objectives this stage optimizes: an own-loop recipe
+    (`Objective.own_loop`) has its own stage and keys."""
+    return dataclasses.replace(settings, objectives=objectives.batch_names(settings.objectives))
+
+
 def key_settings(settings) -> dict:
     """The visualization settings that affect results: all but the batch size, with the options
     (given or default) of the selected objectives that have options; none when no selected
     objective has any, so keys made before objectives had options still match."""
+    settings = batch_settings(settings)
     data = dataclasses.asdict(settings)
     data.pop("batch_size")
     data.pop("options")
@@ -46,6 +53,8 @@ class FeatureVisualization(Stage):
     def tasks(self, basis):
         pre = basis.preprocess
         tasks = []
+        if not batch_settings(basis.config.stages.visualize).objectives:
+            return tasks
         for layer in basis.layers:
             inputs = {**basis.model_inputs(layer.name), "mean": list(pre.mean), "std": list(pre.std),
                       "visualize": key_settings(basis.config.stages.visualize)}
@@ -58,7 +67,7 @@ class FeatureVisualization(Stage):
         from atlasgen.hooks import input_resized
         from atlasgen.models import smallest_input
 
-        loaded, settings = plan.loaded, plan.config.stages.visualize
+        loaded, settings = plan.loaded, batch_settings(plan.config.stages.visualize)
         by_layer: dict[str, list] = {}
         for task in tasks:
             by_layer.setdefault(task.layer, []).append(task)

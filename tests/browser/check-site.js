@@ -48,6 +48,14 @@ function findPages(site) {
       break;
     }
   }
+  // An experiment page ([[models.experiments]]): a folder of a layer that is not a channel.
+  for (const l of layers) {
+    const exp = dirs(path.join(site, model, l)).find((d) => !/^\d+$/.test(d) && fs.existsSync(path.join(site, model, l, d, "index.html")));
+    if (exp) {
+      extra.experiment = `${model}/${l}/${exp}/index.html`;
+      break;
+    }
+  }
   return {
     model,
     layer,
