@@ -95,3 +95,5 @@ class SiteData:
     note_html: str = ""
     unit_sections: list[str] = field(default_factory=list)  # templates the unit page includes, one per stage that has one
     preview: bool = False  # built with [build] preview: every page says it is not the real atlas
+    # image file (as a string) -> its SHA-256 where already known (the cache's verified meta), so render need not read it twice
+    file_digests: dict[str, str] = field(default_factory=dict)

@@ -19,6 +19,7 @@ under a GitHub Pages project prefix alike.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,20 +62,26 @@ def render_site(site: SiteData, output: Path, templates: Path | None = None, not
     warnings: list[str] = []
     previous = claim_output(output, adopt)
 
+    began = time.perf_counter()
     env = make_environment(Path(templates) if templates else None)
-    writer = SiteWriter(output, previous)
+    writer = SiteWriter(output, previous, site.file_digests)
     models = build_views(site, writer, reserved_names())
     pages = all_pages(site, models)
     folders = page_folders(pages)
     book = NoteBook(load_notes(Path(notes) if notes else None), folders, warnings, raw_html)
+    viewed = time.perf_counter()
     count = render_pages(env, site, models, pages, writer, book)
     render_fixed_files(env, site, folders, writer)
+    rendered = time.perf_counter()
 
     removed = writer.commit(f"atlasgen {site.version}")
     if removed:
         log.info("removed %d stale files from %s", len(removed), output)
+    written = time.perf_counter()
 
-    files, total, size_warnings = site_size_warnings(output)
+    files, total, size_warnings = site_size_warnings(output, writer.records)
+    log.debug("render: views %.1f s, pages %.1f s, files %.1f s, size check %.1f s", viewed - began, rendered - viewed,
+              written - rendered, time.perf_counter() - written)
     warnings.extend(size_warnings)
     for message in warnings:
         log.warning("%s", message)

@@ -21,7 +21,7 @@ def _example_json(ex: ExampleView, here: str) -> dict[str, Any]:
         "box": dict(zip(("left", "top", "right", "bottom"), (int(v) for v in ex.example.box))),
         "value": stable_float(ex.example.value),
         "position": {"row": int(ex.example.position[0]), "col": int(ex.example.position[1])},
-        "patch": relative_url(ex.patch.src, here),
+        "patch": relative_url(ex.patch.src, here) if ex.patch else None,  # None: not published (ties at zero)
         "heatmap": relative_url(ex.heatmap.src, here) if ex.heatmap else None,
     }
 

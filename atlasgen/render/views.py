@@ -37,7 +37,7 @@ class ImageRef:
 class ExampleView:
     example: Example
     rank: int
-    patch: ImageRef
+    patch: ImageRef | None  # None when no page shows it (weakest examples that are ties at zero)
     heatmap: ImageRef | None
 
 
@@ -91,7 +91,7 @@ class UnitView(_InSequence):
     @property
     def bottom_ties_at_zero(self) -> bool:
         """Every weakest example is exactly 0: ties in file-name order that say nothing."""
-        return bool(self.data.bottom) and all(ex.value == 0 for ex in self.data.bottom)
+        return ties_at_zero(self.data.bottom)
 
     @property
     def sort_activation(self) -> float | None:
@@ -141,6 +141,10 @@ class ModelView:
 # --------------------------------------------------------------------------- building views
 
 
+def ties_at_zero(examples: list[Example]) -> bool:
+    return bool(examples) and all(ex.value == 0 for ex in examples)
+
+
 def _ext(path: Path, default: str) -> str:
     return path.suffix.lower() or f".{default}"
 
@@ -170,7 +174,13 @@ def _unit_images(writer: SiteWriter, site: SiteData, view: UnitView) -> None:
             )
         )
     for kind, examples, target in (("top", view.data.top, view.top), ("bottom", view.data.bottom, view.bottom)):
+        # Ties at zero are not shown (the page says why): copying them would add files and
+        # bytes no page loads, half of a ReLU network's images.
+        shown = kind == "top" or not ties_at_zero(examples)
         for i, ex in enumerate(examples):
+            if not shown:
+                target.append(ExampleView(example=ex, rank=i + 1, patch=None, heatmap=None))
+                continue
             word = "strongest" if kind == "top" else "weakest"
             patch = _image(
                 writer,
