@@ -60,6 +60,17 @@ class ReceptiveFieldInfo:
 
 
 @dataclass
+class BranchInfo:
+    """One branch of a layer that concatenates its children's outputs (atlasgen.branches)."""
+
+    name: str  # the child module within the layer
+    label: str  # short and unique within the layer: "3x3", "pool"
+    ops: str  # what it does, in order: "1x1 conv, 3x3 conv"
+    start: int  # its first channel in the layer
+    stop: int  # one past its last
+
+
+@dataclass
 class LayerData:
     name: str  # dotted module name, also the URL segment
     channels: int  # channels the layer has
@@ -69,6 +80,7 @@ class LayerData:
     note_html: str = ""
     nonnegative: bool = False  # never below zero on the dataset (it follows a ReLU): weakest examples are ties at 0
     layout: str = "nchw"  # how the module's output is read as a map (atlasgen.hooks)
+    branches: list[BranchInfo] = field(default_factory=list)  # in channel order; empty unless it concatenates branches
 
 
 @dataclass

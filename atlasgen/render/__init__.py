@@ -11,6 +11,7 @@ under a GitHub Pages project prefix alike.
     writer       the output folder: changed files only, manifest, stale files, size limits
     notes        Markdown notes and their `unit:` links
     views        what the templates show (and copying the images)
+    search       the offline search index, a script the pages load when a search starts
     twin         the JSON twin of a layer page
     pages        page types and fixed files as data, and the loop that writes them
     environment  the Jinja environment, its filters and globals
@@ -30,6 +31,7 @@ from atlasgen.sitedata import SiteData
 from .environment import make_environment
 from .notes import NoteBook, load_notes
 from .pages import all_pages, page_folders, render_fixed_files, render_pages, reserved_names
+from .search import SEARCH_FILE, search_index
 from .views import build_views
 from .writer import SiteWriter, site_size_warnings
 
@@ -72,6 +74,7 @@ def render_site(site: SiteData, output: Path, templates: Path | None = None, not
     viewed = time.perf_counter()
     count = render_pages(env, site, models, pages, writer, book)
     render_fixed_files(env, site, folders, writer)
+    writer.write_text(SEARCH_FILE, search_index(models))  # after the pages: it holds their notes' text
     rendered = time.perf_counter()
 
     removed = writer.commit(f"atlasgen {site.version}")

@@ -38,6 +38,7 @@ def _unit_json(u: UnitView, here: str) -> dict[str, Any]:
         "dataset_mean": stable_float(u.data.dataset_mean),
         "selectivity": stable_float(u.data.selectivity),
         "dead": bool(u.data.dead),
+        "branch": None if u.branch is None else {"name": u.branch.info.name, "unit": u.branch_unit},
         "still": dict(u.data.still),
         "examples": {
             "top": [_example_json(ex, here) for ex in u.top],
@@ -61,6 +62,7 @@ def layer_json(layer: LayerView) -> str:
         if rf is None
         else {"size": list(rf.size), "stride": list(rf.stride), "covers_input": bool(rf.covers_input)},
         "box_format": "left, top, right, bottom in source-image pixels (right/bottom exclusive)",
+        "branches": [{"name": b.name, "label": b.label, "ops": b.ops, "start": b.start, "stop": b.stop} for b in layer.data.branches],
         "units": [_unit_json(u, here) for u in layer.units],
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"

@@ -8,6 +8,7 @@ are part of the atlas, and each channel's card on its layer page.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Callable
 from markupsafe import Markup
 
 from atlasgen.errors import AtlasError
-from atlasgen.sitedata import Example, LayerData, ModelData, Related, SiteData, UnitData
+from atlasgen.sitedata import BranchInfo, Example, LayerData, ModelData, Related, SiteData, UnitData
 
 from .formats import format_number, objective_label, objective_order
 from .urls import TWIN_FILE, check_segment, layer_dir, model_dir, page_url, unit_anchor, unit_dir
@@ -66,6 +67,20 @@ class _InSequence:
 
 
 @dataclass
+class BranchView:
+    """A branch on its layer page: where its first unit in the atlas is, how many are shown."""
+
+    info: BranchInfo
+    anchor: str  # the branch's entry in the layer page's branch list
+    first: UnitView | None  # its first unit in the atlas
+    shown: int
+
+    @property
+    def channels(self) -> int:
+        return self.info.stop - self.info.start
+
+
+@dataclass
 class UnitView(_InSequence):
     data: UnitData
     model: str
@@ -78,10 +93,16 @@ class UnitView(_InSequence):
     bottom: list[ExampleView] = field(default_factory=list)
     similar: list[RelatedView] = field(default_factory=list)
     cross: list[RelatedView] = field(default_factory=list)
+    branch: BranchView | None = None  # the branch of a concatenating layer it belongs to
 
     @property
     def channel(self) -> int:
         return self.data.channel
+
+    @property
+    def branch_unit(self) -> int | None:
+        """Its number within its branch (channel 171 of GoogLeNet's inception4b is unit 11 of the 3x3 branch)."""
+        return None if self.branch is None else self.channel - self.branch.info.start
 
     @property
     def thumb(self) -> ImageRef | None:
@@ -108,6 +129,7 @@ class LayerView(_InSequence):
     url: str
     json_url: str
     units: list[UnitView] = field(default_factory=list)
+    branches: list[BranchView] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -215,6 +237,19 @@ def _related(items: list[Related], layer: LayerView, by_channel: dict[int, UnitV
     return out
 
 
+_SAFE_ANCHOR = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _place_in_branches(layer: LayerView) -> None:
+    for index, info in enumerate(layer.data.branches):
+        members = [u for u in layer.units if info.start <= u.channel < info.stop]
+        name = info.name if _SAFE_ANCHOR.fullmatch(info.name) else str(index)  # module names may be any identifier
+        branch = BranchView(info=info, anchor=f"branch-{name}", first=members[0] if members else None, shown=len(members))
+        for unit in members:
+            unit.branch = branch
+        layer.branches.append(branch)
+
+
 def _nav(items: list[Any], label: Callable[[Any], str]) -> list[tuple[NavLink | None, NavLink | None]]:
     links = [NavLink(url=item.url, label=label(item)) for item in items]
     return [(links[i - 1] if i > 0 else None, links[i + 1] if i + 1 < len(links) else None) for i in range(len(items))]
@@ -246,6 +281,7 @@ def build_views(site: SiteData, writer: SiteWriter, reserved: Collection[str] = 
                 uview = UnitView(data=unit, model=model.name, layer=layer.name, url=page_url(folder), dir=folder)
                 _unit_images(writer, site, uview)
                 lview.units.append(uview)
+            _place_in_branches(lview)
             by_channel = {u.channel: u for u in lview.units}
             for uview in lview.units:
                 uview.similar = _related(uview.data.similar, lview, by_channel)
