@@ -179,7 +179,7 @@
 
   /* ---- search across the whole atlas, offline ---------------------------------------------
      The index (assets/search-index.js) is a script assigning window.ATLAS_SEARCH, loaded when the
-     reader first uses the box: a page from file:// may load a script but not fetch() a file.
+     reader first uses the box: a page from file:// may load a script but may not fetch a file.
      Results are built with textContent only: no index text is ever parsed as HTML. */
   var SEARCH_LIMIT = 20;
 
