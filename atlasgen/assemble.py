@@ -50,7 +50,8 @@ class LayerContext:
         entry = None if task is None else self.cache.get(task.kind, task.key)
         if entry is not None and entry.path not in self._listed:  # verified by `get`: render need not hash its files again
             self._listed.add(entry.path)
-            self.digests.update({str(entry.file(name)): digest for name, (_, digest) in entry.meta["files"].items()})
+            root = str(entry.path)  # str(entry.file(name)) for the names atlasgen writes, without a Path per file
+            self.digests.update({f"{root}/{name}": digest for name, (_, digest) in entry.meta["files"].items()})
         return entry
 
     def model_entry(self, kind: str) -> Entry | None:

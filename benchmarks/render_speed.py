@@ -12,6 +12,10 @@ render:
     python benchmarks/render_speed.py --profile 25    # and where a cold render's time goes
     python benchmarks/render_speed.py --layers 3      # fewer layers, for a quick look
 
+Before and after a change, on the same fake cache: export an older commit and put it first on
+the path, with its templates (`git archive OLD | tar -x -C /tmp/old`, then
+`PYTHONPATH=/tmp/old python benchmarks/render_speed.py --templates /tmp/old/templates`).
+
 The fake cache (about 190,000 files) is generated once under `--work` and reused.
 """
 
@@ -94,9 +98,10 @@ def make_site(cache: Path, layers: list[tuple[str, int, int, bool]]) -> SiteData
             unit.cross = [Related(int(o), float(rng.uniform(0, 4))) for o in others[::-1] if o != c][:8]
             layer.units.append(unit)
         model.layers.append(layer)
-    return SiteData(title="GoogLeNet, synthetic", authors=["A. Author"], url="https://example.org/atlas/", version="bench",
-                    built="2026-01-01", config_digest="0" * 64, image_format="webp", models=[model],
-                    file_digests=digests)
+    site = SiteData(title="GoogLeNet, synthetic", authors=["A. Author"], url="https://example.org/atlas/", version="bench",
+                    built="2026-01-01", config_digest="0" * 64, image_format="webp", models=[model])
+    site.file_digests = digests  # set after: an older atlasgen (PYTHONPATH, for a before/after) lacks the field
+    return site
 
 
 def main() -> None:
@@ -104,6 +109,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "atlasgen-render-speed",
                         help="the fake cache is kept here between runs (default: %(default)s)")
     parser.add_argument("--layers", type=int, default=len(LAYERS), help="render only the first N layers")
+    parser.add_argument("--templates", type=Path, help="templates searched first (an older commit's, for a before/after)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile a cold render, print the top N functions")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
@@ -120,17 +126,17 @@ def main() -> None:
     output = args.work / "site"
     shutil.rmtree(output, ignore_errors=True)
     began, cpu = time.perf_counter(), time.process_time()
-    report = render_site(site, output)
+    report = render_site(site, output, args.templates)
     print(f"cold render: {time.perf_counter() - began:.1f} s ({time.process_time() - cpu:.1f} s of CPU), {report.pages} pages, "
           f"{report.files} files, {report.bytes / 1e6:.0f} MB")
     began, cpu = time.perf_counter(), time.process_time()
-    render_site(site, output)
+    render_site(site, output, args.templates)
     print(f"warm render (nothing changed): {time.perf_counter() - began:.1f} s ({time.process_time() - cpu:.1f} s of CPU)")
 
     if args.profile:
         shutil.rmtree(output, ignore_errors=True)
         profiler = cProfile.Profile()
-        profiler.runcall(render_site, site, output)
+        profiler.runcall(render_site, site, output, args.templates)
         stats = pstats.Stats(profiler)
         stats.sort_stats("cumulative").print_stats(args.profile)
         stats.sort_stats("tottime").print_stats(args.profile)

@@ -106,3 +106,44 @@ def test_weakest_examples_tied_at_zero_are_not_copied(tmp_path: Path) -> None:
     twin = json.loads((out / "demo/conv1/index.json").read_text())
     bottoms = next(u for u in twin["units"] if u["channel"] == 0)["examples"]["bottom"]
     assert len(bottoms) == len(unit.bottom) and all(b["patch"] is None for b in bottoms)
+
+
+BUILD = """
+[build]
+device = "cpu"
+[visualize]
+size = 16
+steps = 2
+objectives = ["channel"]
+[examples]
+top_k = 2
+bottom_k = 1
+[[models]]
+name = "demo"
+arch = "demo"
+layers = ["conv1"]
+channels = "0:2"
+dataset = "images"
+"""
+
+
+@pytest.mark.slow
+def test_a_rebuild_takes_every_image_digest_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import atlasgen.render.writer as writer
+    from atlasgen.build import BuildOptions, build
+    from atlasgen.config import load_config
+    from atlasgen.demo import write_demo_dataset
+
+    write_demo_dataset(tmp_path / "images", count=6, seed=4)
+    (tmp_path / "atlas.toml").write_text(BUILD)
+    build(load_config(tmp_path / "atlas.toml"), BuildOptions(progress=False))
+    page = tmp_path / "site" / "demo" / "conv1" / "0" / "index.html"
+    page.write_text("edited")  # so the rebuild writes something and compares digests
+
+    def no_hashing(path: Path) -> str:
+        raise AssertionError(f"{path} was read for its digest")
+
+    monkeypatch.setattr(writer, "file_digest", no_hashing)
+    build(load_config(tmp_path / "atlas.toml"), BuildOptions(progress=False))
+    assert "edited" not in page.read_text()
+    assert len(list((tmp_path / "site" / "demo" / "conv1" / "0").glob("top-*"))) == 2
