@@ -147,3 +147,11 @@ def test_a_rebuild_takes_every_image_digest_from_the_cache(tmp_path: Path, monke
     build(load_config(tmp_path / "atlas.toml"), BuildOptions(progress=False))
     assert "edited" not in page.read_text()
     assert len(list((tmp_path / "site" / "demo" / "conv1" / "0").glob("top-*"))) == 2
+
+
+def test_the_output_folder_may_itself_be_a_link(tmp_path: Path) -> None:
+    real = tmp_path / "real-site"
+    real.mkdir()
+    (tmp_path / "site").symlink_to(real, target_is_directory=True)
+    render_site(make_site_data(tmp_path / "cache"), tmp_path / "site")
+    assert (real / "demo" / "conv1" / "0" / "index.html").is_file()
