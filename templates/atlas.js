@@ -245,14 +245,15 @@
     var root = indexUrl.replace(/assets\/search-index\.js$/, "");
     var loading = false;
 
-    function load(then) {
-      if (window.ATLAS_SEARCH) return then();
-      if (loading) return;
+    /* Run the search once the index is there (loading it the first time). */
+    function load() {
+      if (window.ATLAS_SEARCH) return run();
+      if (loading) return; /* run() follows when it arrives, with the box's value then */
       loading = true;
       status.textContent = "loading the index\u2026";
       var script = document.createElement("script");
       script.src = indexUrl;
-      script.onload = function () { loading = false; status.textContent = ""; then(); };
+      script.onload = function () { loading = false; status.textContent = ""; run(); };
       script.onerror = function () { loading = false; status.textContent = "the search index could not be loaded"; };
       document.head.appendChild(script);
     }
@@ -260,6 +261,7 @@
     function run() {
       var tokens = searchTokens(input.value);
       list.textContent = "";
+      list.dataset.query = input.value; /* what the list shows results for */
       if (!tokens.length) {
         list.hidden = true;
         status.textContent = "";
@@ -301,8 +303,8 @@
       var first = list.querySelector("a");
       if (first) location.href = first.href;
     });
-    input.addEventListener("focus", function () { load(function () {}); });
-    input.addEventListener("input", function () { load(run); });
+    input.addEventListener("focus", load);
+    input.addEventListener("input", load);
     input.addEventListener("keydown", function (event) {
       if (event.key === "Escape") { input.value = ""; run(); }
     });

@@ -61,8 +61,7 @@ const visible = (page) => page.$$eval("#unit-grid .unit-card", (cards) =>
     // Search from a unit page two folders down: by layer and number, by branch number, by note text.
     const search = async (query) => {
       await page.fill("#site-search-input", query);
-      await page.waitForFunction(() => window.ATLAS_SEARCH !== undefined);
-      await page.waitForTimeout(50);
+      await page.waitForFunction((q) => document.getElementById("site-search-results").dataset.query === q, query);
       return page.$$eval("#site-search-results li", (items) => items.map((li) => ({
         title: li.querySelector(".search-title").textContent,
         detail: (li.querySelector(".search-detail") || {}).textContent || "",
