@@ -9,6 +9,7 @@ under a GitHub Pages project prefix alike.
     urls         where pages and files live, and page-relative links
     formats      numbers, objective labels, citation files
     writer       the output folder: changed files only, manifest, stale files, size limits
+    imagesize    an image's pixel size from its header
     notes        Markdown notes and their `unit:` links
     views        what the templates show (and copying the images)
     search       the offline search index, a script the pages load when a search starts
