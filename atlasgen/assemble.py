@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -37,14 +38,21 @@ class LayerContext:
     data: LayerData
     cache: Cache
     index: dict[tuple[str, str, int | None], Task]
+    digests: dict[str, str] = field(default_factory=dict)  # the site's `file_digests`, filled from each entry's meta
     _arrays: dict[str, dict[str, np.ndarray] | None] = field(default_factory=dict)
+    _listed: set[Path] = field(default_factory=set)
 
     @property
     def units(self) -> list[UnitData]:
         return self.data.units
 
     def _get(self, task: Task | None) -> Entry | None:
-        return None if task is None else self.cache.get(task.kind, task.key)
+        entry = None if task is None else self.cache.get(task.kind, task.key)
+        if entry is not None and entry.path not in self._listed:  # verified by `get`: render need not hash its files again
+            self._listed.add(entry.path)
+            root = str(entry.path)  # str(entry.file(name)) for the names atlasgen writes, without a Path per file
+            self.digests.update({f"{root}/{name}": digest for name, (_, digest) in entry.meta["files"].items()})
+        return entry
 
     def model_entry(self, kind: str) -> Entry | None:
         """The entry of a task that covers the whole model."""
@@ -68,15 +76,17 @@ class LayerContext:
 
 def site_data(config: Config, plans: Sequence[ModelPlan], cache: Cache) -> SiteData:
     sections = [s.unit_section for s in stages.all_stages() if s.unit_section]
+    digests: dict[str, str] = {}
+    models = [model_data(plan, cache, digests) for plan in plans]
     return SiteData(
         title=config.site.title, authors=list(config.site.authors), url=config.site.url, version=atlasgen.__version__,
         built=datetime.date.today().isoformat(), config_digest=atlas_version(plans)[:12], image_format=config.site.images.format,
-        models=[model_data(plan, cache) for plan in plans], unit_sections=sections, preview=config.preview,
+        models=models, unit_sections=sections, preview=config.preview, file_digests=digests,
         layer_sections=[s.layer_section for s in stages.all_stages() if s.layer_section],
     )
 
 
-def model_data(plan: ModelPlan, cache: Cache) -> ModelData:
+def model_data(plan: ModelPlan, cache: Cache, digests: dict[str, str] | None = None) -> ModelData:
     config = plan.config
     dataset = "built-in demo dataset" if config.dataset == DEMO else str(plan.dataset.name)
     digest = json.loads(plan.tasks[0].inputs).get("weights") if plan.tasks else None
@@ -87,7 +97,7 @@ def model_data(plan: ModelPlan, cache: Cache) -> ModelData:
         data = LayerData(name=info.name, channels=info.channels, shape=(info.channels, info.height, info.width),
                          receptive_field=None, units=[UnitData(channel=c) for c in channel_range(config, info)],
                          layout=info.layout)
-        layer = LayerContext(plan, info, data, cache, index)
+        layer = LayerContext(plan, info, data, cache, index, {} if digests is None else digests)
         for stage in stages.all_stages():
             stage.contribute(layer)
         for unit in data.units:

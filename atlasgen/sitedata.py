@@ -99,6 +99,17 @@ class ExperimentPage:
 
 
 @dataclass
+class BranchInfo:
+    """One branch of a layer that concatenates its children's outputs (atlasgen.branches)."""
+
+    name: str  # the child module within the layer
+    label: str  # short and unique within the layer: "3x3", "pool"
+    ops: str  # what it does, in order: "1x1 conv, 3x3 conv"
+    start: int  # its first channel in the layer
+    stop: int  # one past its last
+
+
+@dataclass
 class LayerData:
     name: str  # dotted module name, also the URL segment
     channels: int  # channels the layer has
@@ -111,6 +122,7 @@ class LayerData:
     extras: dict[str, object] = field(default_factory=dict)  # stage name -> what that stage shows on the layer page
     stage_images: dict[str, StageImage] = field(default_factory=dict)  # file name in the layer's folder -> image
     experiments: list[ExperimentPage] = field(default_factory=list)
+    branches: list[BranchInfo] = field(default_factory=list)  # in channel order; empty unless it concatenates branches
 
 
 @dataclass
@@ -138,3 +150,5 @@ class SiteData:
     unit_sections: list[str] = field(default_factory=list)  # templates the unit page includes, one per stage that has one
     layer_sections: list[str] = field(default_factory=list)  # templates the layer page includes, likewise
     preview: bool = False  # built with [build] preview: every page says it is not the real atlas
+    # image file (as a string) -> its SHA-256 where already known (the cache's verified meta), so render need not read it twice
+    file_digests: dict[str, str] = field(default_factory=dict)

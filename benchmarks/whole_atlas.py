@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -90,6 +91,11 @@ def main() -> None:
     print(f"site: {size / 2**20:.1f} MB in {len(files)} files ({len(pages)} pages); largest page "
           f"{largest.relative_to(site)} {largest.stat().st_size / 1024:.0f} KB with "
           f"{largest.read_text().count('<img')} images")
+
+    index = site / "assets" / "search-index.js"
+    bottoms = sum(1 for p in files if p.name.startswith("bottom-"))
+    print(f"search index {index.stat().st_size / 1e6:.2f} MB; {bottoms} weakest-example images published "
+          f"(ties at zero are not); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     browser_dir = Path(__file__).resolve().parent.parent / "tests" / "browser"
     if shutil.which("node") and (browser_dir / "node_modules" / "playwright-core").is_dir():

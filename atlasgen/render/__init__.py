@@ -9,8 +9,10 @@ under a GitHub Pages project prefix alike.
     urls         where pages and files live, and page-relative links
     formats      numbers, objective labels, citation files
     writer       the output folder: changed files only, manifest, stale files, size limits
+    imagesize    an image's pixel size from its header
     notes        Markdown notes and their `unit:` links
     views        what the templates show (and copying the images)
+    search       the offline search index, a script the pages load when a search starts
     twin         the JSON twin of a layer page
     pages        page types and fixed files as data, and the loop that writes them
     environment  the Jinja environment, its filters and globals
@@ -19,6 +21,7 @@ under a GitHub Pages project prefix alike.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from atlasgen.sitedata import SiteData
 from .environment import make_environment
 from .notes import NoteBook, load_notes
 from .pages import all_pages, page_folders, render_fixed_files, render_pages, reserved_names
+from .search import SEARCH_FILE, search_index
 from .views import build_views
 from .writer import SiteWriter, site_size_warnings
 
@@ -61,20 +65,27 @@ def render_site(site: SiteData, output: Path, templates: Path | None = None, not
     warnings: list[str] = []
     previous = claim_output(output, adopt)
 
+    began = time.perf_counter()
     env = make_environment(Path(templates) if templates else None)
-    writer = SiteWriter(output, previous)
+    writer = SiteWriter(output, previous, site.file_digests)
     models = build_views(site, writer, reserved_names())
     pages = all_pages(site, models)
     folders = page_folders(pages)
     book = NoteBook(load_notes(Path(notes) if notes else None), folders, warnings, raw_html)
+    viewed = time.perf_counter()
     count = render_pages(env, site, models, pages, writer, book)
     render_fixed_files(env, site, folders, writer)
+    writer.write_text(SEARCH_FILE, search_index(models))  # after the pages: it holds their notes' text
+    rendered = time.perf_counter()
 
     removed = writer.commit(f"atlasgen {site.version}")
     if removed:
         log.info("removed %d stale files from %s", len(removed), output)
+    written = time.perf_counter()
 
-    files, total, size_warnings = site_size_warnings(output)
+    files, total, size_warnings = site_size_warnings(output, writer.records)
+    log.debug("render: views %.1f s, pages %.1f s, files %.1f s, size check %.1f s", viewed - began, rendered - viewed,
+              written - rendered, time.perf_counter() - written)
     warnings.extend(size_warnings)
     for message in warnings:
         log.warning("%s", message)

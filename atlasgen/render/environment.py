@@ -51,6 +51,7 @@ def make_environment(user_templates: Path | None = None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # compiled once per render: no stat of every template at every include
     )
     env.filters.update(
         rel=_rel_filter,

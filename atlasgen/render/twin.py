@@ -21,7 +21,7 @@ def _example_json(ex: ExampleView, here: str) -> dict[str, Any]:
         "box": dict(zip(("left", "top", "right", "bottom"), (int(v) for v in ex.example.box))),
         "value": stable_float(ex.example.value),
         "position": {"row": int(ex.example.position[0]), "col": int(ex.example.position[1])},
-        "patch": relative_url(ex.patch.src, here),
+        "patch": relative_url(ex.patch.src, here) if ex.patch else None,  # None: not published (ties at zero)
         "heatmap": relative_url(ex.heatmap.src, here) if ex.heatmap else None,
     }
 
@@ -45,6 +45,7 @@ def _unit_fields(u: UnitView, here: str) -> dict[str, Any]:
         "dataset_mean": stable_float(u.data.dataset_mean),
         "selectivity": stable_float(u.data.selectivity),
         "dead": bool(u.data.dead),
+        "branch": None if u.branch is None else {"name": u.branch.info.name, "unit": u.branch_unit},
         "still": dict(u.data.still),
         "examples": {
             "top": [_example_json(ex, here) for ex in u.top],
@@ -68,6 +69,7 @@ def layer_json(layer: LayerView) -> str:
         if rf is None
         else {"size": list(rf.size), "stride": list(rf.stride), "covers_input": bool(rf.covers_input)},
         "box_format": "left, top, right, bottom in source-image pixels (right/bottom exclusive)",
+        "branches": [{"name": b.name, "label": b.label, "ops": b.ops, "start": b.start, "stop": b.stop} for b in layer.data.branches],
         "units": [_unit_json(u, here) for u in layer.units],
     }
     if layer.stage_images:

@@ -52,8 +52,21 @@ def relative_url(target: str, page_dir: str) -> str:
     path, hash_, fragment = target.partition("#")
     if hash_ and path == page_url(page_dir):
         return "#" + fragment  # same page: a plain fragment scrolls without reloading
-    rel = posixpath.relpath(path, page_dir or ".")
-    return rel + (hash_ + fragment if hash_ else "")
+    return _relpath(path, page_dir) + (hash_ + fragment if hash_ else "")
+
+
+def _relpath(path: str, start: str) -> str:
+    """`posixpath.relpath` for the clean relative paths of the site, without its two `abspath`
+    calls (a whole atlas asks this a few million times)."""
+    to, here = path.split("/") if path else [], start.split("/") if start else []
+    if path.startswith("/") or {"", ".", ".."} & {*to, *here}:
+        return posixpath.relpath(path, start or ".")
+    common = 0
+    for a, b in zip(to, here):
+        if a != b:
+            break
+        common += 1
+    return "/".join([".."] * (len(here) - common) + to[common:]) or "."
 
 
 def unit_anchor(channel: int) -> str:

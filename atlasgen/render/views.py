@@ -8,6 +8,7 @@ are part of the atlas, and each channel's card on its layer page.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from markupsafe import Markup
 
 from atlasgen import objectives
 from atlasgen.errors import AtlasError
-from atlasgen.sitedata import Example, LayerData, ModelData, Related, SiteData, StageImage, UnitData
+from atlasgen.sitedata import BranchInfo, Example, LayerData, ModelData, Related, SiteData, StageImage, UnitData
 
 from .experiments import ExperimentView, experiment_views
 from .formats import format_number, objective_label, objective_order
@@ -39,7 +40,7 @@ class ImageRef:
 class ExampleView:
     example: Example
     rank: int
-    patch: ImageRef
+    patch: ImageRef | None  # None when no page shows it (weakest examples that are ties at zero)
     heatmap: ImageRef | None
 
 
@@ -68,6 +69,20 @@ class _InSequence:
 
 
 @dataclass
+class BranchView:
+    """A branch on its layer page: where its first unit in the atlas is, how many are shown."""
+
+    info: BranchInfo
+    anchor: str  # the branch's entry in the layer page's branch list
+    first: UnitView | None  # its first unit in the atlas
+    shown: int
+
+    @property
+    def channels(self) -> int:
+        return self.info.stop - self.info.start
+
+
+@dataclass
 class UnitView(_InSequence):
     data: UnitData
     model: str
@@ -82,10 +97,16 @@ class UnitView(_InSequence):
     cross: list[RelatedView] = field(default_factory=list)
     stage_images: dict[str, ImageRef] = field(default_factory=dict)  # stages' images, by file name
     experiments: list[ExperimentView] = field(default_factory=list)  # the experiment pages of this unit
+    branch: BranchView | None = None  # the branch of a concatenating layer it belongs to
 
     @property
     def channel(self) -> int:
         return self.data.channel
+
+    @property
+    def branch_unit(self) -> int | None:
+        """Its number within its branch (channel 171 of GoogLeNet's inception4b is unit 11 of the 3x3 branch)."""
+        return None if self.branch is None else self.channel - self.branch.info.start
 
     @property
     def thumb(self) -> ImageRef | None:
@@ -104,7 +125,7 @@ class UnitView(_InSequence):
     @property
     def bottom_ties_at_zero(self) -> bool:
         """Every weakest example is exactly 0: ties in file-name order that say nothing."""
-        return bool(self.data.bottom) and all(ex.value == 0 for ex in self.data.bottom)
+        return ties_at_zero(self.data.bottom)
 
     @property
     def sort_activation(self) -> float | None:
@@ -123,6 +144,7 @@ class LayerView(_InSequence):
     units: list[UnitView] = field(default_factory=list)
     stage_images: dict[str, ImageRef] = field(default_factory=dict)  # stages' images, by file name
     experiments: list[ExperimentView] = field(default_factory=list)
+    branches: list[BranchView] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -156,6 +178,10 @@ class ModelView:
 # --------------------------------------------------------------------------- building views
 
 
+def ties_at_zero(examples: list[Example]) -> bool:
+    return bool(examples) and all(ex.value == 0 for ex in examples)
+
+
 def _ext(path: Path, default: str) -> str:
     return path.suffix.lower() or f".{default}"
 
@@ -185,7 +211,13 @@ def _unit_images(writer: SiteWriter, site: SiteData, view: UnitView) -> None:
             )
         )
     for kind, examples, target in (("top", view.data.top, view.top), ("bottom", view.data.bottom, view.bottom)):
+        # Ties at zero are not shown (the page says why): copying them would add files and
+        # bytes no page loads, half of a ReLU network's images.
+        shown = kind == "top" or not ties_at_zero(examples)
         for i, ex in enumerate(examples):
+            if not shown:
+                target.append(ExampleView(example=ex, rank=i + 1, patch=None, heatmap=None))
+                continue
             word = "strongest" if kind == "top" else "weakest"
             patch = _image(
                 writer,
@@ -230,6 +262,19 @@ def _related(items: list[Related], layer: LayerView, by_channel: dict[int, UnitV
     return out
 
 
+_SAFE_ANCHOR = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _place_in_branches(layer: LayerView) -> None:
+    for index, info in enumerate(layer.data.branches):
+        members = [u for u in layer.units if info.start <= u.channel < info.stop]
+        name = info.name if _SAFE_ANCHOR.fullmatch(info.name) else str(index)  # module names may be any identifier
+        branch = BranchView(info=info, anchor=f"branch-{name}", first=members[0] if members else None, shown=len(members))
+        for unit in members:
+            unit.branch = branch
+        layer.branches.append(branch)
+
+
 def _nav(items: list[Any], label: Callable[[Any], str]) -> list[tuple[NavLink | None, NavLink | None]]:
     links = [NavLink(url=item.url, label=label(item)) for item in items]
     return [(links[i - 1] if i > 0 else None, links[i + 1] if i + 1 < len(links) else None) for i in range(len(items))]
@@ -262,6 +307,7 @@ def build_views(site: SiteData, writer: SiteWriter, reserved: Collection[str] = 
                 uview = UnitView(data=unit, model=model.name, layer=layer.name, url=page_url(folder), dir=folder)
                 _unit_images(writer, site, uview)
                 lview.units.append(uview)
+            _place_in_branches(lview)
             by_channel = {u.channel: u for u in lview.units}
             for uview in lview.units:
                 uview.similar = _related(uview.data.similar, lview, by_channel)

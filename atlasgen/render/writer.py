@@ -16,15 +16,21 @@ import json
 import logging
 import os
 import posixpath
-import shutil
+import stat
+from collections.abc import Callable, Iterable
 from pathlib import Path
-
-from PIL import Image
 
 from atlasgen.atomic import clean_leftovers, replace_with
 from atlasgen.digest import file_digest, file_sha256
 from atlasgen.errors import AtlasError
 from atlasgen.folders import MANIFEST_NAME, SHOWN, inside_without_links, read_manifest
+
+from .imagesize import image_size
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: copies only
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +44,20 @@ FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write (bt
 class SiteWriter:
     """Plans every file of the site, then checks and writes them in `commit`.
 
-    `previous` is the manifest of the last build into `output` ({file: record})."""
+    `previous` is the manifest of the last build into `output` ({file: record}); `digests`
+    maps source files whose SHA-256 is already known (the cache's verified meta) to it, so
+    copying them needs no second read. Paths are handled as strings and each file is looked at
+    with one `lstat`: a whole GoogLeNet atlas has over 100,000 files."""
 
-    def __init__(self, output: Path, previous: dict[str, dict] | None = None) -> None:
+    def __init__(self, output: Path, previous: dict[str, dict] | None = None, digests: dict[str, str] | None = None) -> None:
         self.output = output
         self.previous = previous or {}
+        self.digests = digests or {}
         self.planned: dict[str, bytes | Path] = {}  # file -> its text, or the cache file to copy
         self.records: dict[str, dict] = {}
         self._sizes: dict[Path, tuple[int, int]] = {}
+        self._found: dict[str, os.stat_result | None] = {}  # planned file -> what `check` found there
+        self._reflink = fcntl is not None  # until the file system refuses one
 
     @property
     def written(self) -> set[str]:
@@ -55,18 +67,17 @@ class SiteWriter:
         self.planned[rel] = text.encode("utf-8")
 
     def copy_file(self, source: Path, rel: str) -> None:
-        self.planned[rel] = Path(source)
+        self.planned[rel] = source
 
     def image_size(self, source: Path) -> tuple[int, int]:
         if source not in self._sizes:
-            with Image.open(source) as img:  # reads the header only
-                self._sizes[source] = img.size
+            self._sizes[source] = image_size(source)
         return self._sizes[source]
 
     def check(self) -> None:
         """Refuse the plan, before writing anything, if it would overwrite a file atlasgen did
         not write, write through a symbolic link, or use one name as both file and folder."""
-        folders = {parent.as_posix() for rel in self.planned for parent in Path(rel).parents if parent != Path(".")}
+        folders = _folders(self.planned)
         clashes = sorted(folders & set(self.planned))
         if clashes:
             raise AtlasError(
@@ -75,16 +86,29 @@ class SiteWriter:
         latest = read_manifest(self.output)  # a build writing this folder at the same time adds to it
         if latest:
             self.previous = {**latest, **self.previous}
+        root = os.fspath(self.output)
+        safe = {"": True}  # the output folder itself may be a link its owner made; each folder below is checked once
+        for folder in sorted(folders, key=lambda f: f.count("/")):
+            parent = posixpath.dirname(folder)
+            safe[folder] = safe[parent] and not os.path.islink(os.path.join(root, folder))
         foreign, linked = [], []
-        safe_folders: dict[str, bool] = {}  # each folder's chain of parents checked once
         for rel in sorted(self.planned):
-            path = self.output / rel
-            parent = posixpath.dirname(rel)
-            if parent not in safe_folders:
-                safe_folders[parent] = not Path(rel).is_absolute() and inside_without_links(self.output, path)
-            if not safe_folders[parent] or path.is_symlink():
+            if posixpath.isabs(rel) or ".." in rel.split("/") or not safe[posixpath.dirname(rel)]:
                 linked.append(rel)
-            elif (path.exists() or path.is_symlink()) and (rel not in self.previous or path.is_dir()):
+                continue
+            try:
+                found: os.stat_result | None = os.lstat(os.path.join(root, rel))
+            except FileNotFoundError:
+                found = None
+            except NotADirectoryError:  # a file where the plan has a folder: replacing it needs its owner
+                foreign.append(rel)
+                continue
+            self._found[rel] = found
+            if found is None:
+                continue
+            if stat.S_ISLNK(found.st_mode):
+                linked.append(rel)
+            elif rel not in self.previous or stat.S_ISDIR(found.st_mode):
                 foreign.append(rel)
         if linked:
             raise AtlasError(f"not writing {', '.join(linked[:SHOWN])} in {self.output}: the path leads through a symbolic link; "
@@ -102,7 +126,11 @@ class SiteWriter:
         self.check()
         self.output.mkdir(parents=True, exist_ok=True)
         # Listed before they are written: a build killed halfway leaves a folder still known as atlasgen's.
-        self._write_manifest(generator, {rel: self.previous.get(rel, {}) for rel in {*self.previous, *self.planned}})
+        if not self.planned.keys() <= self.previous.keys() or not (self.output / MANIFEST_NAME).is_file():
+            self._write_manifest(generator, {rel: self.previous.get(rel, {}) for rel in {*self.previous, *self.planned}})
+        root = os.fspath(self.output)
+        for folder in sorted(_folders(self.planned)):  # parents first; each made once
+            os.makedirs(os.path.join(root, folder), exist_ok=True)
         for rel, content in sorted(self.planned.items()):
             if isinstance(content, Path):
                 self._copy(rel, content)
@@ -114,31 +142,56 @@ class SiteWriter:
         return removed
 
     def _write_manifest(self, generator: str, files: dict[str, dict]) -> None:
-        manifest = {"generator": generator, "files": dict(sorted(files.items()))}
-        data = (json.dumps(manifest, indent=0, sort_keys=True) + "\n").encode()
+        # One file per line, each line by json's C encoder: `indent` would use its Python
+        # encoder, seconds for the 120,000 files of a whole atlas.
+        lines = ",\n".join(f"{json.dumps(rel)}: {json.dumps(files[rel], sort_keys=True)}" for rel in sorted(files))
+        data = f'{{"generator": {json.dumps(generator)}, "files": {{\n{lines}\n}}}}\n'.encode()
         replace_with(self.output / MANIFEST_NAME, lambda tmp: tmp.write_bytes(data))
 
     def _write(self, rel: str, data: bytes) -> None:
         """Write only when the content changed, so unchanged pages keep their mtime."""
-        path = self.output / rel
-        if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            replace_with(path, lambda tmp: tmp.write_bytes(data))
-        self._record(rel, hashlib.sha256(data).hexdigest())
+        path = os.path.join(self.output, rel)
+        found = self._found.get(rel)
+        digest = hashlib.sha256(data).hexdigest()
+        before = self.previous.get(rel, {})
+        if found is not None and _unchanged(before, found, digest):
+            self.records[rel] = before
+            return
+        if not (found is not None and found.st_size == len(data) and _read(path) == data):
+            found = _replace(path, lambda fd: os.write(fd, data) if data else None)
+        self.records[rel] = _record(digest, found if found is not None else os.stat(path))
 
     def _copy(self, rel: str, source: Path) -> None:
         """Keep an existing copy that nobody changed since the last build, else copy again."""
-        path = self.output / rel
-        digest = file_digest(source)
+        path = os.path.join(self.output, rel)
+        found = self._found.get(rel)
         before = self.previous.get(rel, {})
-        if not (before.get("sha256") == digest and path.is_file() and _stat_of(path) == (before.get("size"), before.get("mtime_ns"))):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            replace_with(path, lambda tmp: reflink_or_copy(source, tmp))
-        self._record(rel, digest)
+        digest = self.digests.get(os.fspath(source))
+        if found is not None and before.get("sha256"):
+            digest = digest or file_digest(source)
+            if _unchanged(before, found, digest):
+                self.records[rel] = before
+                return
+        hashed: list[str] = []
+        found = _replace(path, lambda fd: self._clone(source, fd, hashed if digest is None else None))
+        self.records[rel] = _record(digest or (hashed[0] if hashed else file_digest(source)), found)
 
-    def _record(self, rel: str, digest: str) -> None:
-        size, mtime = _stat_of(self.output / rel)
-        self.records[rel] = {"sha256": digest, "size": size, "mtime_ns": mtime}
+    def _clone(self, source: Path, fd: int, hashed: list[str] | None) -> None:
+        """Copy `source` into the open file `fd`: a reflink where the file system shares blocks,
+        else its bytes (hashed on the way when `hashed` asks for the digest)."""
+        with open(source, "rb") as src:
+            if self._reflink:
+                try:
+                    fcntl.ioctl(fd, FICLONE, src.fileno())
+                    return
+                except OSError:
+                    self._reflink = False  # this file system cannot: copy every file from now on
+            data = src.read()
+        if hashed is not None:
+            hashed.append(hashlib.sha256(data).hexdigest())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
 
     def _remove_stale(self) -> list[str]:
         """Remove files the previous build wrote and this one did not, unless changed since."""
@@ -160,22 +213,46 @@ class SiteWriter:
         return removed
 
 
-def _stat_of(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
+def _folders(files: Iterable[str]) -> set[str]:
+    """Every folder above the (site-relative, posix) files, without the root."""
+    out: set[str] = set()
+    for rel in files:
+        folder = posixpath.dirname(rel)
+        while folder and folder not in out:
+            out.add(folder)
+            folder = posixpath.dirname(folder)
+    return out
 
 
-def reflink_or_copy(source: Path, target: Path) -> None:
-    """A copy-on-write clone of `source` where the file system supports it, else a plain copy."""
-    try:
-        import fcntl
+def _unchanged(before: dict, found: os.stat_result, digest: str) -> bool:
+    """The file is what the last build wrote with this content, untouched since."""
+    return (before.get("sha256") == digest and stat.S_ISREG(found.st_mode)
+            and (found.st_size, found.st_mtime_ns) == (before.get("size"), before.get("mtime_ns")))
 
-        with open(source, "rb") as src, open(target, "wb") as dst:
-            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
-        return
-    except (ImportError, OSError):
-        pass
-    shutil.copyfile(source, target)
+
+def _record(digest: str, found: os.stat_result) -> dict:
+    return {"sha256": digest, "size": found.st_size, "mtime_ns": found.st_mtime_ns}
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _replace(path: str, fill: Callable[[int], object]) -> os.stat_result:
+    """`atomic.replace_with` for a file written through its descriptor; the new file's stat."""
+    result: list[os.stat_result] = []
+
+    def make(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            fill(fd)
+            result.append(os.fstat(fd))
+        finally:
+            os.close(fd)
+
+    replace_with(Path(path), make)
+    return result[0]
 
 
 def _prune_empty_dirs(root: Path, folder: Path) -> None:
@@ -190,18 +267,23 @@ def _prune_empty_dirs(root: Path, folder: Path) -> None:
 # --------------------------------------------------------------------------- GitHub Pages limits
 
 
-def site_size_warnings(output: Path) -> tuple[int, int, list[str]]:
-    """(files, bytes, warnings) for GitHub Pages' limits."""
+def site_size_warnings(output: Path, known: dict[str, dict] | None = None) -> tuple[int, int, list[str]]:
+    """(files, bytes, warnings) for GitHub Pages' limits; `known` are the records of files just
+    written ({site-relative path: {"size": ...}}), whose size need not be asked again."""
     files = 0
     total = 0
     warnings = []
-    for folder, dirs, names in os.walk(output):
+    known = known or {}
+    root = os.fspath(output)
+    for folder, dirs, names in os.walk(root):
         entries = len(dirs) + len(names)
+        rel_folder = os.path.relpath(folder, root).replace(os.sep, "/")
         if entries > FOLDER_ENTRY_WARNING:
-            rel = Path(folder).relative_to(output).as_posix()
-            warnings.append(f"folder {rel} has {entries} entries (GitHub Pages gets slow above {FOLDER_ENTRY_WARNING})")
+            warnings.append(f"folder {rel_folder} has {entries} entries (GitHub Pages gets slow above {FOLDER_ENTRY_WARNING})")
+        prefix = "" if rel_folder == "." else rel_folder + "/"
         for name in names:
-            size = (Path(folder) / name).lstat().st_size
+            record = known.get(prefix + name)
+            size = record["size"] if record and "size" in record else os.lstat(os.path.join(folder, name)).st_size
             files += 1
             total += size
             if size > FILE_WARNING_BYTES:

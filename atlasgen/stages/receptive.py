@@ -1,5 +1,6 @@
-"""Receptive fields: the exact field of every selected layer (`atlasgen.receptive`); they
-depend only on the architecture and the input size, so a model has one small task."""
+"""What the architecture alone decides, in one small task per model: the exact receptive field
+of every selected layer (`atlasgen.receptive`) and the branches of the layers that concatenate
+them (`atlasgen.branches`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import dataclasses
 
 from atlasgen.cache import Entry
 from atlasgen.plan import make_task
-from atlasgen.sitedata import ReceptiveFieldInfo
+from atlasgen.sitedata import BranchInfo, ReceptiveFieldInfo
 from atlasgen.stages import Stage, register
 
 
@@ -21,7 +22,7 @@ def load_fields(entry: Entry) -> dict:
 
 class Receptive(Stage):
     name = "receptive"
-    version = 1
+    version = 2  # 2: and branches
     order = 10
     title = "receptive fields"
 
@@ -31,17 +32,22 @@ class Receptive(Stage):
         return [make_task(self.name, self.version, basis.config.name, "", None, inputs)]
 
     def compute(self, run, plan, tasks):
+        from atlasgen.branches import concat_branches
         from atlasgen.receptive import receptive_fields
 
         for task in tasks:
             fields = receptive_fields(plan.loaded.module, [layer.name for layer in plan.layers], plan.input_size)
-            run.store(task, {}, meta={"fields": {name: dataclasses.asdict(rf) for name, rf in fields.items()}})
+            maps = [layer.name for layer in plan.layers if layer.layout == "nchw"]  # channels on axis 1
+            branches = concat_branches(plan.loaded.module, maps, plan.input_size)
+            run.store(task, {}, meta={"fields": {name: dataclasses.asdict(rf) for name, rf in fields.items()},
+                                      "branches": {name: [dataclasses.asdict(b) for b in found] for name, found in branches.items()}})
 
     def contribute(self, layer):
         entry = layer.model_entry(self.name)
         if entry is not None:
             rf = entry.meta["fields"][layer.info.name]
             layer.data.receptive_field = ReceptiveFieldInfo(tuple(rf["size"]), tuple(rf["stride"]), rf["covers_input"])
+            layer.data.branches = [BranchInfo(**b) for b in entry.meta.get("branches", {}).get(layer.info.name, [])]
 
 
 register(Receptive())
