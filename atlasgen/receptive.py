@@ -215,7 +215,8 @@ def _probe_units(height: int, width: int) -> list[tuple[int, int]]:
     return list(dict.fromkeys(zip(rows, cols)))
 
 
-def _support_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
+def support_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of a 2-D mask's true cells; all zeros when there are none."""
     rows = torch.nonzero(mask.any(dim=1)).flatten()
     cols = torch.nonzero(mask.any(dim=0)).flatten()
     if rows.numel() == 0:
@@ -243,7 +244,7 @@ def _run_probes(model: nn.Module, layers: Sequence[str], input_size: int, device
         target = sum(out[b, :, r, c].sum() for b, (r, c) in enumerate(units))
         (grad,) = torch.autograd.grad(target, x, retain_graph=i < len(layers) - 1)
         mask = grad.amax(dim=1) > 0  # the map is positive: no cancellation, no negative gradient
-        supports = tuple(_support_box(mask[b]) for b in range(len(units)))
+        supports = tuple(support_box(mask[b]) for b in range(len(units)))
         probes[name] = _Probe(input_size, (height, width), tuple(units), supports)
     return probes
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from atlasgen.hooks import forward_layers
+from atlasgen.receptive import support_box
 
 NO_BLUR_FIELD = 4
 FULL_BLUR_FIELD = 16
@@ -30,12 +31,8 @@ def field_side(model: nn.Module, layer: str, probe: torch.Tensor) -> int:
         (grad,) = torch.autograd.grad(acts[0, :, h // 2, w // 2].sum(), x, allow_unused=True)
     if grad is None:
         return max(probe.shape[-2:])
-    touched = grad[0].abs().sum(dim=0) > 0
-    if not touched.any():
-        return max(probe.shape[-2:])
-    rows = torch.nonzero(touched.any(dim=1)).flatten()
-    cols = torch.nonzero(touched.any(dim=0)).flatten()
-    return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+    top, left, bottom, right = support_box(grad[0].abs().sum(dim=0) > 0)
+    return max(bottom - top, right - left) or max(probe.shape[-2:])
 
 
 def blur_scale(side: int) -> float:
