@@ -100,14 +100,20 @@ def build(config: Config, options: BuildOptions | None = None) -> BuildSummary:
                 save_plan(cache, plan_key, plans)
         mine = shard(_only_tasks(plans, options.only), ranks.rank, ranks.world)
         todo = _missing(cache, mine, options.force, summary)
+        if ranks.world > 1:
+            log.info("rank %d of %d on %s: %d of the atlas's tasks are this rank's, %d to compute", ranks.rank,
+                     ranks.world, device, len(mine), len(todo))
         if ranks.world == 1:  # what --only leaves out is still rendered from the cache: count it as reused
             asked = set(mine)
             _missing(cache, [t for plan in plans for t in plan.tasks if t not in asked], False, summary)
         summary.plan = [(task, reason(cache, task, options.force)) for task in todo]
         if options.dry_run:
             return summary
+        began = time.perf_counter()
         _compute(plans, set(todo), config, cache, device, options, summary)
         summary.corrupt = len(cache.corrupt)
+        if ranks.world > 1:
+            log.info("rank %d of %d computed its share in %.1f s", ranks.rank, ranks.world, time.perf_counter() - began)
         distributed.barrier(ranks)
         if ranks.main:
             with _timed(summary, "render"):

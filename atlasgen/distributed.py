@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+BARRIER_HOURS = 48  # the longest a rank waits for the others at the barrier
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,15 @@ def from_environment() -> Ranks:
     if "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1 and "SLURM_PROCID" in env:
         return Ranks(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)), True)
     return Ranks()
+
+
+def processes_per_gpu() -> int:
+    """How many of torchrun's local processes share each GPU (two ranks on one GPU: 2)."""
+    import torch
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    gpus = max(torch.cuda.device_count(), 1)
+    return max(1, -(-local // gpus))
 
 
 def parse_shard(text: str) -> Ranks:
@@ -67,8 +79,12 @@ def init(ranks: Ranks, device: torch.device) -> None:
         os.environ.setdefault("MASTER_PORT", "29500")
         os.environ.setdefault("RANK", str(ranks.rank))
         os.environ.setdefault("WORLD_SIZE", str(ranks.world))
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(backend=backend, rank=ranks.rank, world_size=ranks.world)
+    # The ranks only wait for each other (one barrier before rendering); they exchange no tensors.
+    # Gloo does that on any device and, unlike NCCL, for ranks sharing one GPU. A rank may wait
+    # for the slowest one for hours, hence the long timeout.
+    backend = "gloo"
+    torch.distributed.init_process_group(backend=backend, rank=ranks.rank, world_size=ranks.world,
+                                         timeout=datetime.timedelta(hours=BARRIER_HOURS))
     log.info("rank %d of %d joined the process group (%s)", ranks.rank, ranks.world, backend)
 
 

@@ -100,26 +100,27 @@ def build_pass(model, layers, dataset, settings, device, progress=None) -> None:
 
 
 def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int, rounds: int,
-              fold_share: int) -> dict:
+              fold_share: int, device_name: str = "cpu") -> dict:
     import torch
 
     import atlasgen.stream
 
     from atlasgen.data import ImageFolder
     from atlasgen.stream import loader
-    from atlasgen.models import default_layer_names, feature_layers
+    from atlasgen.models import default_layer_names, feature_layers, module_shapes
     from atlasgen.settings import ExamplesSettings, Preprocess
 
     if fold_share:
         atlasgen.stream.FOLD_THREAD_SHARE = fold_share
-    device = torch.device("cpu")
-    model = build_model(name)
-    layers = [layer.name for layer in feature_layers(model, 224, default_layer_names(model))]
+    device = torch.device(device_name)
+    model = build_model(name).to(device)
+    shapes = module_shapes(model, 224)
+    layers = [layer.name for layer in feature_layers(shapes, default_layer_names(model, shapes))]
     dataset = ImageFolder(folder, Preprocess(input_size=224))
     settings = ExamplesSettings(batch_size=batch_size, workers=workers)
     # warm-up of both on one batch: allocator, thread pools and first calls stay out of the timings
     with torch.inference_mode():
-        model(torch.stack([dataset[i][0] for i in range(min(batch_size, len(dataset)))]))
+        model(torch.stack([dataset[i][0] for i in range(min(batch_size, len(dataset)))]).to(device))
     build_pass(model, layers, ImageFolder(folder, Preprocess(input_size=224), max_images=batch_size), settings, device)
 
     done, peak_small = 0, 0
@@ -133,7 +134,9 @@ def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int
     def bare_pass() -> None:
         with torch.inference_mode():
             for images, _indices, _failed in loader(dataset, settings, device):
-                model(images.to(device))
+                model(images.to(device, non_blocking=True))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the GPU's queued work counts
 
     # Alternating rounds, fastest of each kept: other jobs on a shared machine slow whole rounds down.
     baseline = memory_kib("VmRSS")
@@ -153,7 +156,8 @@ def run_child(name: str, folder: Path, batch_size: int, workers: int, small: int
             "bare": n / bare_clock.wall, "pass": n / pass_clock.wall,
             "bare_cpu": n / bare_clock.cpu, "pass_cpu": n / pass_clock.cpu,
             "baseline_mib": baseline / 1024, "peak_small_mib": peak_small / 1024, "peak_all_mib": peak_all / 1024,
-            "threads": torch.get_num_threads(), "load": os.getloadavg()[0], "rounds": rounds}
+            "threads": torch.get_num_threads(), "load": os.getloadavg()[0], "rounds": rounds, "device": device_name,
+            "gpu_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0}
 
 
 def breakdown(name: str, batch_size: int) -> str:
@@ -163,12 +167,13 @@ def breakdown(name: str, batch_size: int) -> str:
 
     from atlasgen.examples import _RunningExtremes
     from atlasgen.hooks import forward_layers
-    from atlasgen.models import default_layer_names, feature_layers
+    from atlasgen.models import default_layer_names, feature_layers, module_shapes
     from atlasgen.similarity import CoActivation
 
     torch.set_num_threads(1)
     model = build_model(name)
-    layers = [layer.name for layer in feature_layers(model, 224, default_layer_names(model))]
+    shapes = module_shapes(model, 224)
+    layers = [layer.name for layer in feature_layers(shapes, default_layer_names(model, shapes))]
     x = torch.randn(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     half = batch_size // 2
     with torch.inference_mode():
@@ -214,7 +219,8 @@ def report(r: dict, small: int) -> str:
         f"  peak RSS  {r['peak_small_mib']:.0f} MiB after {small} images, {r['peak_all_mib']:.0f} MiB after "
         f"{r['images']}: growth {100 * growth:+.1f}% (target < 10%)",
         f"            above the {r['baseline_mib']:.0f} MiB before the pass: {grow_small:.0f} MiB -> {grow_all:.0f} MiB",
-        f"  (torch threads {r['threads']}, load average {r['load']:.1f} on {os.cpu_count()} CPUs at the end)",
+        f"  (torch threads {r['threads']}, load average {r['load']:.1f} on {os.cpu_count()} CPUs at the end; "
+        f"device {r['device']}" + (f", GPU memory peak {r['gpu_peak_mib']:.0f} MiB)" if r["gpu_peak_mib"] else ")"),
     ])
 
 
@@ -229,6 +235,7 @@ def main() -> None:
     parser.add_argument("--fold-share", type=int, default=0,
                         help="the fold thread gets torch's threads // this (0 = atlasgen's FOLD_THREAD_SHARE)")
     parser.add_argument("--breakdown", action="store_true", help="only the single-thread cost breakdown per batch")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -243,18 +250,19 @@ def main() -> None:
 
             torch.set_num_threads(args.threads)
         print(json.dumps(run_child(args.child, args.folder, args.batch_size, args.workers, small, args.rounds,
-                                   args.fold_share)))
+                                   args.fold_share, args.device)))
         return
     with tempfile.TemporaryDirectory(prefix="atlasgen-bench-") as tmp:
         folder = Path(tmp) / "images"
         write_images(folder, args.images)
         print(f"{args.images} generated 320x240 JPEGs, batch {args.batch_size}, workers {args.workers}, "
-              f"threads {args.threads or 'default'}")
+              f"threads {args.threads or 'default'}, device {args.device}")
         for name in args.models:
             out = subprocess.run([sys.executable, __file__, "--child", name, "--folder", str(folder),
                                   "--images", str(args.images), "--batch-size", str(args.batch_size),
                                   "--workers", str(args.workers), "--threads", str(args.threads),
-                                  "--rounds", str(args.rounds), "--fold-share", str(args.fold_share)],
+                                  "--rounds", str(args.rounds), "--fold-share", str(args.fold_share),
+                                  "--device", args.device],
                                  check=True, capture_output=True, text=True)
             print(report(json.loads(out.stdout.strip().splitlines()[-1]), small), flush=True)
 

@@ -47,10 +47,10 @@ def build_weights(path: Path) -> Path:
     return path
 
 
-def load_model(path: Path) -> torch.nn.Module:
+def load_model(path: Path, device: torch.device = CPU) -> torch.nn.Module:
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
     model.load_state_dict(torch.load(path, map_location="cpu"))
-    return model.eval()
+    return model.to(device).eval()
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
@@ -68,6 +68,27 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     for name, fn in candidates.items():
         fn()
         peaks[name] = 2 * n**3 / min(_timed(fn) for _ in range(repeats)) / 1e9
+    return peaks
+
+
+def cuda_matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> dict[str, float]:
+    """The GPU's practical peak, GFLOP/s: best of `repeats` n x n products of random data (never
+    zeros, which run faster), float32 (no TF32) and bfloat16, timed with CUDA events."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    peaks = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a = torch.randn(n, n, device=device, generator=generator).to(dtype)
+        b = torch.randn(n, n, device=device, generator=generator).to(dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1000)
+        peaks[name] = 2 * n**3 / best / 1e9
     return peaks
 
 
@@ -112,10 +133,13 @@ def evaluate(model: torch.nn.Module, layer: str, images: torch.Tensor, channels:
     return scores.numpy()
 
 
-def run_lucent(weights: Path, layer: str, channels: list[int], steps: int, size: int, batched: bool) -> tuple[float, torch.Tensor]:
+def run_lucent(weights: Path, layer: str, channels: list[int], steps: int, size: int, batched: bool,
+               device: torch.device) -> tuple[float, torch.Tensor]:
     from lucent.optvis import objectives, param, render
 
-    model = load_model(weights)  # fresh: lucent leaves its hooks on the model
+    # Fresh: lucent leaves its hooks on the model. Lucent itself puts its images on cuda:0 when
+    # there is a GPU and on the CPU otherwise, so `device` must be that one.
+    model = load_model(weights, device)
     np.random.seed(0)
     torch.manual_seed(0)
     kwargs = dict(fixed_image_size=size, thresholds=(steps,), show_image=False, progress=False)
@@ -131,10 +155,11 @@ def run_lucent(weights: Path, layer: str, channels: list[int], steps: int, size:
     return elapsed, torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
-def run_atlasgen(weights: Path, layer: str, channels: list[int], settings: VisSettings) -> tuple[float, torch.Tensor]:
-    model = load_model(weights)
+def run_atlasgen(weights: Path, layer: str, channels: list[int], settings: VisSettings,
+                 device: torch.device) -> tuple[float, torch.Tensor]:
+    model = load_model(weights, device)
     start = time.perf_counter()
-    result = visualize_channels(model, layer, channels, settings, PREPROCESS, CPU)
+    result = visualize_channels(model, layer, channels, settings, PREPROCESS, device)
     elapsed = time.perf_counter() - start
     return elapsed, torch.from_numpy(result.images["channel"]).permute(0, 3, 1, 2).float() / 255
 
@@ -155,13 +180,15 @@ def main() -> None:
                         help="lucent's one-at-a-time mode is timed on the first N compared channels (0 = skip)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds of atlasgen and lucent batch; fastest kept")
     parser.add_argument("--weights", type=Path, default=Path("/tmp/atlasgen-featvis-bench/googlenet_seed0.pt"))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda:0 (lucent runs on cuda:0 whenever CUDA exists)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(os.cpu_count() or 1)
 
     weights = build_weights(args.weights)
     reference = load_model(weights)
-    peaks = matmul_gflops()
+    peaks = matmul_gflops() if device.type == "cpu" else cuda_matmul_tflops(device)
     settings = VisSettings(objectives=("channel",), steps=args.steps, size=args.size)
     log.info("matmul peaks %s GFLOP/s; load average %s; torch %s, %d threads",
              {k: round(v, 1) for k, v in peaks.items()}, os.getloadavg(), torch.__version__, torch.get_num_threads())
@@ -181,19 +208,20 @@ def main() -> None:
         index = [timed.index(c) for c in compared]
         # Other jobs share this machine: alternate the engines and keep each one's fastest round.
         for _ in range(args.repeats):
-            seconds, images = run_atlasgen(weights, layer, timed, settings)
+            seconds, images = run_atlasgen(weights, layer, timed, settings, device)
             acts = evaluate(reference, layer, images[index], compared)
             engines["atlasgen"] = (min(seconds, engines.get("atlasgen", (np.inf,))[0]), len(timed), acts, ours_flops)
             log.info("%s atlasgen: %d channels in %.1f s", layer, len(timed), seconds)
             # The peak is measured again beside each round; the best (the quietest moment) is kept.
-            peaks = {k: max(v, peaks.get(k, 0.0)) for k, v in matmul_gflops().items()}
-            seconds, images = run_lucent(weights, layer, compared, args.steps, args.size, batched=True)
+            again = matmul_gflops() if device.type == "cpu" else cuda_matmul_tflops(device)
+            peaks = {k: max(v, peaks.get(k, 0.0)) for k, v in again.items()}
+            seconds, images = run_lucent(weights, layer, compared, args.steps, args.size, batched=True, device=device)
             acts = evaluate(reference, layer, images, compared)
             engines["lucent batch"] = (min(seconds, engines.get("lucent batch", (np.inf,))[0]), len(compared), acts, lucent_flops)
             log.info("%s lucent batch: %d channels in %.1f s", layer, len(compared), seconds)
         if args.lucent_single_channels:
             subset = compared[: args.lucent_single_channels]
-            seconds, images = run_lucent(weights, layer, subset, args.steps, args.size, batched=False)
+            seconds, images = run_lucent(weights, layer, subset, args.steps, args.size, batched=False, device=device)
             engines["lucent single"] = (seconds, len(subset), evaluate(reference, layer, images, subset), lucent_flops)
             log.info("%s lucent single: %d channels in %.1f s", layer, len(subset), seconds)
         rows.append((layer, compared, engines))
@@ -201,7 +229,7 @@ def main() -> None:
 
 
 def print_table(rows: list, peaks: dict[str, float], executed: dict[str, int]) -> None:
-    peak = max(peaks["float32 MKL"], peaks.get("float32 oneDNN", 0.0))
+    peak = max(v for k, v in peaks.items() if k.startswith("float32"))
     print("\nmatmul peaks (best of 5): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items())
           + f"; load average at the end {os.getloadavg()}\n")
     header = (f"{'layer':<12} {'engine':<14} {'ch':>3} {'s/ch':>7} {'ch/s':>7} {'median act':>11} {'GFLOP/s':>8} "

@@ -8,6 +8,11 @@ dataset is generated. The build uses the preview setting with one objective and 
 optimization steps (the visualizations' quality does not change the site's shape or size):
 
     python benchmarks/whole_atlas.py --steps 2 --images 64
+
+With --full, the atlas at the default settings instead (every objective, 256 steps at 128 px,
+10 + 10 examples) over --images generated 320x240 JPEGs, on --device (a GPU, say):
+
+    python benchmarks/whole_atlas.py --full --images 1000 --device cuda
 """
 
 from __future__ import annotations
@@ -20,19 +25,35 @@ import shutil
 import subprocess
 import tempfile
 import time
+import sys
 from pathlib import Path
 
-CONFIG = """
-[site]
-title = "GoogLeNet, whole atlas"
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # dataset_pass's JPEG writer
+
+PREVIEW = """
 [build]
-device = "cpu"
+device = "{device}"
 preview = true
 [visualize]
 objectives = ["channel"]
 steps = {steps}
 [examples]
 max_images = {images}
+"""
+
+FULL = """
+[build]
+device = "{device}"
+[examples]
+max_images = {images}
+"""
+
+CONFIG = """
+[site]
+title = "GoogLeNet, whole atlas"
+{settings}
 [[models]]
 name = "googlenet"
 arch = "googlenet"
@@ -60,6 +81,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--keep", type=Path, help="build here and keep it (default: a temporary folder)")
+    parser.add_argument("--full", action="store_true", help="the default settings instead of the preview")
+    parser.add_argument("--device", default="cpu", help="build.device: cpu, cuda, auto, ...")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress lines off a terminal
 
@@ -69,14 +92,23 @@ def main() -> None:
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="whole-atlas-"))
     root.mkdir(parents=True, exist_ok=True)
-    write_demo_dataset(root / "images", count=args.images, seed=11)
-    (root / "atlas.toml").write_text(CONFIG.format(steps=args.steps, images=args.images))
+    if args.full:
+        from dataset_pass import write_images
+
+        write_images(root / "images", args.images)
+    else:
+        write_demo_dataset(root / "images", count=args.images, seed=11)
+    settings = (FULL if args.full else PREVIEW).format(steps=args.steps, images=args.images, device=args.device)
+    (root / "atlas.toml").write_text(CONFIG.format(settings=settings))
     began = time.perf_counter()
     summary = build(load_config(root / "atlas.toml"), BuildOptions(progress=True))
     total = time.perf_counter() - began
     units = sum(summary.computed.get(kind, 0) for kind in ("featvis",))
     print(f"built {units} units in {total:.0f} s; seconds per stage: "
           + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in summary.seconds.items()))
+    if torch.cuda.is_available() and args.device != "cpu":
+        print(f"GPU {torch.cuda.get_device_name()}: peak memory allocated {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB "
+              f"of {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
 
     began = time.perf_counter()
     again = build(load_config(root / "atlas.toml"), BuildOptions(progress=False))

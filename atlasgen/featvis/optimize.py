@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atlasgen.distributed import processes_per_gpu
 from atlasgen.errors import AtlasError
 from atlasgen import objectives
 from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
@@ -185,6 +186,7 @@ def _auto_batch_size(
         return CPU_BATCH_SIZE
     probe = 2
     free, _ = torch.cuda.mem_get_info(device)
+    free //= processes_per_gpu()  # ranks sharing this GPU measure the same free memory at once
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
@@ -196,8 +198,10 @@ def _auto_batch_size(
     per_image = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1)
     del x, acts
     size = int(GPU_MEMORY_FRACTION * free / per_image)
-    log.debug("auto batch size %d (%.1f MB per image, %.0f MB free)", size, per_image / 2**20, free / 2**20)
-    return max(1, min(size, MAX_AUTO_BATCH))
+    size = max(1, min(size, MAX_AUTO_BATCH))
+    log.info("%s: batches of %d images on %s (%.1f MB per image, %.0f MB free)", layer, size, device,
+             per_image / 2**20, free / 2**20)
+    return size
 
 
 def optimize_batch(
@@ -265,6 +269,26 @@ def optimize_batch(
         if final.shape[-1] != settings.size:
             final = F.interpolate(final, size=(settings.size, settings.size), mode="bilinear", align_corners=False)
     return final.float().cpu()
+
+
+def _optimize_fitting(model: nn.Module, layer: str, specs: list[ImageSpec], settings: VisSettings,
+                      preprocess: Preprocess, device: torch.device, progress: Callable[[int], None] | None,
+                      blur: float, record: Recorder | None, smallest: int) -> list[torch.Tensor]:
+    """`optimize_batch`, split in halves while the GPU runs out of memory (other processes can
+    take memory after the batch size was chosen). Each image is the same in any batch, so a
+    split changes no result; progress already reported for a failed batch is not taken back."""
+    try:
+        return [optimize_batch(model, layer, specs, settings, preprocess, device, progress, blur=blur, record=record)]
+    except torch.cuda.OutOfMemoryError:
+        half = max(len(specs) // 2, smallest)
+        if half >= len(specs):
+            raise AtlasError(f"{layer}: {len(specs)} image(s) do not fit in the GPU's free memory; set "
+                             "visualize.size smaller, or build on another device with --device") from None
+        torch.cuda.empty_cache()
+        log.warning("%s: out of GPU memory with %d images in a batch; trying %d", layer, len(specs), half)
+        return [image for part in pack_batches(specs, half)
+                for image in _optimize_fitting(model, layer, part, settings, preprocess, device, progress, blur,
+                                               record, smallest)]
 
 
 def _normalize_gradients(params: torch.Tensor) -> None:
@@ -338,8 +362,9 @@ def visualize_channels(
         log.debug("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
         blur = blur_scale(field_side(model, layer, probe))
         log.debug("%s: blur x%.2f for its field", layer, blur)
-        finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress, blur=blur, record=record)
-                  for batch in batches]
+        finals = [image for batch in batches
+                  for image in _optimize_fitting(model, layer, batch, settings, preprocess, device, progress, blur,
+                                                 record, largest_set)]
         pixels = to_uint8(torch.cat(finals))
         # Score the stored (quantized) images, exactly what the site shows.
         scores, means = final_scores(model, layer, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, specs,
