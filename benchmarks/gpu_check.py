@@ -106,6 +106,36 @@ def googlenet_steps(device: torch.device) -> None:
         print(f"googlenet {layer:<12} auto batch {auto:>4}; " + "; ".join(row) + f"; peak {peak:.1f} GiB")
 
 
+def profile(device: torch.device) -> None:
+    """Where one step's GPU time goes: torch.profiler over 8 steps of inception4c at batch 512."""
+    from torch.profiler import ProfilerActivity, profile as profiler
+
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).to(device).eval()
+    specs = [ImageSpec(c, "channel") for c in range(512)]
+    settings = VisSettings(objectives=("channel",), steps=8, octaves=VisSettings().octaves[-1:])
+    optimize_batch(model, "inception4c", specs, settings, Preprocess(), device)
+    torch.cuda.synchronize(device)
+    with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        optimize_batch(model, "inception4c", specs, settings, Preprocess(), device)
+        torch.cuda.synchronize(device)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60))
+
+
+def deterministic(device: torch.device) -> None:
+    """The fidelity check again with cuDNN's deterministic algorithms and torch's deterministic
+    mode (warn only), listing the operations that still have no deterministic version."""
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fidelity(device)
+    for message in sorted({str(w.message).splitlines()[0][:200] for w in caught}):
+        print(f"   nondeterministic: {message}")
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -117,7 +147,8 @@ def main() -> None:
         props = torch.cuda.get_device_properties(device)
         print(f"{props.name}, {props.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, "
               f"cuDNN {torch.backends.cudnn.version()}, bf16 {torch.cuda.is_bf16_supported()}")
-    parts = {"fidelity": fidelity, "syncs": syncs_per_step, "steps": googlenet_steps}
+    parts = {"fidelity": fidelity, "syncs": syncs_per_step, "steps": googlenet_steps, "profile": profile,
+             "deterministic": deterministic}
     for name in args.parts:
         began = time.perf_counter()
         parts[name](device)
