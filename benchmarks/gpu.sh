@@ -34,7 +34,7 @@ part() {  # part NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
 for section in "$@"; do
   case $section in
     check) part check 240 python3 benchmarks/gpu_check.py ;;
-    profile) part profile 200 python3 benchmarks/gpu_check.py --parts profile deterministic ;;
+    profile) part profile 200 python3 benchmarks/gpu_check.py --parts profile ;;
     lucent) part lucent 200 python3 benchmarks/featvis_vs_lucent.py --device cuda:0 --lucent-channels 128 \
               --atlasgen-channels 128 --repeats 2 --lucent-single-channels 2 ;;
     dataset) part dataset 150 python3 benchmarks/dataset_pass.py --device cuda --images 1000 --batch-size 64 --rounds 2 ;;

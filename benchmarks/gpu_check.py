@@ -30,7 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from atlasgen.demo.net import build_demo_model  # noqa: E402
 from atlasgen.featvis import visualize_channels  # noqa: E402
 from atlasgen.featvis.batch import ImageSpec  # noqa: E402
-from atlasgen.featvis.optimize import _auto_batch_size, optimize_batch  # noqa: E402
+from atlasgen.featvis.fold import folded_batchnorm  # noqa: E402
+from atlasgen.featvis.optimize import _auto_batch_size, _repeatable, optimize_batch  # noqa: E402
+from atlasgen.hooks import eval_mode  # noqa: E402
 from atlasgen.settings import Preprocess, VisSettings  # noqa: E402
 from atlasgen.demo import DEMO_INPUT_SIZE, DEMO_MEAN, DEMO_STD  # noqa: E402
 
@@ -87,23 +89,33 @@ def syncs_per_step(device: torch.device) -> None:
 def googlenet_steps(device: torch.device) -> None:
     torch.manual_seed(0)
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).to(device).eval()
+    for layer in ("conv1", "inception3a", "inception4c", "inception5b"):
+        with eval_mode(model, frozen=True), _repeatable(device), folded_batchnorm(model, layer, probe(device)):
+            layer_steps(model, layer, device)
+
+
+def probe(device: torch.device) -> torch.Tensor:
+    return torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def layer_steps(model: torch.nn.Module, layer: str, device: torch.device) -> None:
+    """As visualize_channels runs a batch: frozen weights, batch norms folded, cuDNN deterministic."""
     imagenet = Preprocess()
     settings = VisSettings(objectives=("channel",))
-    for layer in ("conv1", "inception3a", "inception4c", "inception5b"):
-        torch.cuda.reset_peak_memory_stats(device)
-        auto = _auto_batch_size(model, layer, settings, imagenet, device)
-        row = []
-        for batch in (32, 128, 512):
-            specs = [ImageSpec(c % 64, "channel") for c in range(batch)]
-            timed = VisSettings(objectives=("channel",), steps=24)
-            optimize_batch(model, layer, specs, timed, imagenet, device)  # warm-up: cuDNN plans, allocator
-            torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            optimize_batch(model, layer, specs, timed, imagenet, device)
-            torch.cuda.synchronize(device)
-            row.append(f"batch {batch}: {batch * timed.steps / (time.perf_counter() - start):7.0f} image-steps/s")
-        peak = torch.cuda.max_memory_allocated(device) / 2**30
-        print(f"googlenet {layer:<12} auto batch {auto:>4}; " + "; ".join(row) + f"; peak {peak:.1f} GiB")
+    torch.cuda.reset_peak_memory_stats(device)
+    auto = _auto_batch_size(model, layer, settings, imagenet, device)
+    row = []
+    for batch in (32, 128, 512):
+        specs = [ImageSpec(c % 64, "channel") for c in range(batch)]
+        timed = VisSettings(objectives=("channel",), steps=24)
+        optimize_batch(model, layer, specs, timed, imagenet, device)  # warm-up: cuDNN plans, allocator
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        optimize_batch(model, layer, specs, timed, imagenet, device)
+        torch.cuda.synchronize(device)
+        row.append(f"batch {batch}: {batch * timed.steps / (time.perf_counter() - start):7.0f} image-steps/s")
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    print(f"googlenet {layer:<12} auto batch {auto:>4}; " + "; ".join(row) + f"; peak {peak:.1f} GiB")
 
 
 def profile(device: torch.device) -> None:
@@ -113,12 +125,13 @@ def profile(device: torch.device) -> None:
     torch.manual_seed(0)
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).to(device).eval()
     specs = [ImageSpec(c, "channel") for c in range(512)]
-    settings = VisSettings(objectives=("channel",), steps=8, octaves=VisSettings().octaves[-1:])
-    optimize_batch(model, "inception4c", specs, settings, Preprocess(), device)
-    torch.cuda.synchronize(device)
-    with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    settings = VisSettings(objectives=("channel",), steps=8, octaves=VisSettings().octaves[-1:], relu_redirect_steps=0)
+    with eval_mode(model, frozen=True), _repeatable(device), folded_batchnorm(model, "inception4c", probe(device)):
         optimize_batch(model, "inception4c", specs, settings, Preprocess(), device)
         torch.cuda.synchronize(device)
+        with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            optimize_batch(model, "inception4c", specs, settings, Preprocess(), device)
+            torch.cuda.synchronize(device)
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60))
 
 

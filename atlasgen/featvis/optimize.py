@@ -146,6 +146,14 @@ def _autocast(device: torch.device) -> tuple[contextlib.AbstractContextManager, 
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
 
 
+def _repeatable(device: torch.device) -> contextlib.AbstractContextManager:
+    """cuDNN's deterministic algorithms for the block: its default choice may add with atomics,
+    and the optimization amplifies any rounding difference into a visibly different image."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True)
+
+
 def _normalizer(preprocess: Preprocess, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1)
@@ -351,7 +359,7 @@ def visualize_channels(
     specs = image_specs(channels, settings)
     noise = torch.rand(1, 3, settings.size, settings.size, generator=torch.Generator().manual_seed(0))
     probe = _normalizer(preprocess, device)(noise.to(device))
-    with eval_mode(model, frozen=True), folded_batchnorm(model, layer, probe) as probed:
+    with eval_mode(model, frozen=True), _repeatable(device), folded_batchnorm(model, layer, probe) as probed:
         n_layer = probed.shape[1]
         bad = [c for c in channels if not 0 <= c < n_layer]
         if bad:

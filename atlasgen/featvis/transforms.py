@@ -55,11 +55,21 @@ def affine_matrices(uniform: torch.Tensor, ranges: TransformRanges) -> torch.Ten
     return torch.stack([row_x, row_y], dim=1)
 
 
+def sampling_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype to resample `tensor` in. On CUDA, grid_sample's backward adds each output's
+    gradient into its source pixels with atomic additions, in an order that changes from run to
+    run; in float64 those few-term sums of float32 values round the same in almost every order,
+    so a float32 gradient (and the optimization, which amplifies any difference) repeats."""
+    return torch.float64 if tensor.is_cuda else tensor.dtype
+
+
 def random_view(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Apply each image's affine view `theta` (B, 2, 3); output has the input's size."""
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    dtype = sampling_dtype(images)
+    grid = F.affine_grid(theta.to(dtype), list(images.shape), align_corners=False)
     # Sampling (image - grey) with zero padding puts grey outside the image.
-    return F.grid_sample(images - PAD_VALUE, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + PAD_VALUE
+    view = F.grid_sample((images - PAD_VALUE).to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return view.to(images.dtype) + PAD_VALUE
 
 
 def inverse(theta: torch.Tensor) -> torch.Tensor:
@@ -72,9 +82,11 @@ def align_to_image(maps: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Activation maps (n, h, w) of transformed views, resampled so that cell (i, j) holds the
     unit nearest to the place where the untransformed image's cell (i, j) went (zero where that
     place left the view). Under the identity view this is `maps` itself."""
+    dtype = sampling_dtype(maps)
     maps = maps[:, None]
-    grid = F.affine_grid(inverse(theta.float()).to(maps.dtype), list(maps.shape), align_corners=False)
+    grid = F.affine_grid(inverse(theta.float()).to(dtype), list(maps.shape), align_corners=False)
     # Nearest: each cell is one real unit (the one now over that content), not a blend of
     # neighbours whose best patterns differ (measured: blends settle further from a linear
     # layer's exact optimum).
-    return F.grid_sample(maps, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
+    aligned = F.grid_sample(maps.to(dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return aligned[:, 0].to(maps.dtype)
