@@ -42,6 +42,15 @@ for section in "$@"; do
       rm -rf /tmp/ranks && mkdir -p /tmp/ranks && cp atlas.toml /tmp/ranks/
       (cd /tmp/ranks && part torchrun 240 torchrun --standalone --nproc_per_node 2 -m atlasgen build) ;;
     atlas) part atlas 3000 python3 benchmarks/whole_atlas.py --full --images 1000 --device cuda --keep /tmp/atlas ;;
+    atlas-start)  # the same in its own session, outliving this command (for runs longer than a call)
+      rm -rf /tmp/atlas; echo "=== atlas-start $(date +%T)"
+      setsid nohup python3 benchmarks/whole_atlas.py --full --images 1000 --device cuda --keep /tmp/atlas \
+        > /tmp/atlas.log 2>&1 < /dev/null & ;;
+    atlas-wait)  # until the background atlas ends, or ${WAIT:-540} seconds
+      began=$SECONDS
+      while pgrep -f whole_atlas.py > /dev/null && [ $((SECONDS - began)) -lt "${WAIT:-540}" ]; do sleep 2; done
+      echo "=== atlas-wait $(date +%T): running: $(pgrep -f whole_atlas.py > /dev/null && echo yes || echo no)"
+      cp /tmp/atlas.log "$OUT/"; grep -v -E "^\s*$" /tmp/atlas.log | tail -n 45 ;;
     *) echo "unknown section $section" ;;
   esac
 done

@@ -96,14 +96,14 @@ def conv_bn_pairs(model: nn.Module, layer: str, probe: torch.Tensor) -> tuple[li
 def folded_batchnorm(model: nn.Module, layer: str, probe: torch.Tensor) -> Iterator[torch.Tensor]:
     """Within the block, every foldable BatchNorm before `layer` is folded into its convolution;
     the model is restored afterwards, also on errors. Yields the layer's output on `probe`."""
-    with torch.no_grad():
+    with torch.no_grad(), _exact_float32():
         pairs, reference = conv_bn_pairs(model, layer, probe)
     saved = [(p.conv.weight, p.conv.bias) for p in pairs]
     try:
         for pair in pairs:
             _fold(pair)
         if pairs and not _same(model, layer, probe, reference):
-            log.debug("folding BatchNorm changed %s's output; visualizing without folding", layer)
+            log.info("folding BatchNorm changed %s's output; visualizing without folding", layer)
             _restore(pairs, saved)
             pairs, saved = [], []
         log.debug("%d BatchNorm(s) folded before %s", len(pairs), layer)
@@ -126,8 +126,20 @@ def _restore(pairs: list[Pair], saved: list[tuple[nn.Parameter, nn.Parameter | N
         setattr(pair.parent, pair.attribute, pair.bn)
 
 
+@contextmanager
+def _exact_float32() -> Iterator[None]:
+    """No TF32 for the block: on by default for cuDNN's convolutions, it keeps 10 mantissa bits,
+    and its rounding alone would exceed TOLERANCE and undo every fold on a GPU."""
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
+
+
 def _same(model: nn.Module, layer: str, probe: torch.Tensor, reference: torch.Tensor) -> bool:
-    with torch.no_grad():
+    with torch.no_grad(), _exact_float32():
         folded = forward_layers(model, probe, [layer])[layer]
     scale = reference.abs().max().clamp_min(torch.finfo(reference.dtype).tiny)
     return folded.shape == reference.shape and bool(((folded - reference).abs().max() / scale) <= TOLERANCE)

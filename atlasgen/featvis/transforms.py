@@ -74,7 +74,9 @@ def random_view(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 def inverse(theta: torch.Tensor) -> torch.Tensor:
     """(B, 2, 3) the inverse affine maps: input -> output coordinates."""
-    linear = torch.linalg.inv(theta[:, :, :2])
+    # The 2x2 inverse written out: torch.linalg.inv waits for the GPU to check for singularity.
+    a, b, c, d = theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1]
+    linear = torch.stack([torch.stack([d, -b], dim=1), torch.stack([-c, a], dim=1)], dim=1) / (a * d - b * c)[:, None, None]
     return torch.cat([linear, -(linear @ theta[:, :, 2:])], dim=2)
 
 
