@@ -8,8 +8,10 @@ outside a build (tests, benchmarks)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,6 +159,7 @@ CHECKER_CELL = 8  # pixels of a checker square in the patch
 HEAT_COLOURS = {"top": (255, 80, 0), "bottom": (0, 120, 255)}
 HEAT_OPACITY = 0.65
 _EXTENSIONS = EXTENSIONS
+DRAW_THREADS = 16  # at most, threads drawing patches (no more than the cores)
 PATCH_NAME = "{channel}/{side}-{rank}.{ext}"
 HEAT_NAME = "{channel}/{side}-{rank}-heat.{ext}"
 
@@ -296,7 +299,6 @@ def extract_patches(model: nn.Module, ex: Extremes, rf: ReceptiveField, dataset:
     channels = list(range(ex.top_index.shape[0])) if channels is None else list(channels)
     slots = _example_slots(ex, channels)
     ext = _EXTENSIONS.get(image.format.lower(), image.format)
-    input_size = dataset.preprocess.input_size
     maps: dict[tuple[int, int], np.ndarray] = {}
     if rf.covers_input:
         needed: dict[int, set[int]] = defaultdict(set)
@@ -308,34 +310,53 @@ def extract_patches(model: nn.Module, ex: Extremes, rf: ReceptiveField, dataset:
         by_image[slot[3]].append(slot)
     files: dict[str, bytes] = {}
     records: dict[tuple[int, str, int], ExampleRecord] = {}
-    for i in sorted(by_image):  # each source image decoded once
-        img = dataset.load_source(i)
-        hw = (img.height, img.width)
-        view, view_bytes = None, b""
-        if rf.covers_input:  # the same whole-image patch for every channel: encode it once
-            view = input_view(img, input_size).resize((settings.patch_size,) * 2, Image.Resampling.BICUBIC)
-            view_bytes = encode(view, image)
-        for c, side, rank, _i, value, pos in by_image[i]:
-            name = PATCH_NAME.format(channel=c, side=side, rank=rank, ext=ext)
-            heat_name = None
-            if rf.covers_input:
-                box = source_box(hw, input_size, (0, 0, input_size, input_size))
-                files[name] = view_bytes
-                heat = _heat(maps[i, c], side, *_dataset_range(ex, c, maps[i, c]))
-                heat_name = HEAT_NAME.format(channel=c, side=side, rank=rank, ext=ext)
-                files[heat_name] = encode(overlay_heat(view, heat, HEAT_COLOURS[side]), image)
-            else:
-                box = source_box(hw, input_size, rf.box(*pos))
-                files[name] = encode(crop_marked(img, box, settings.patch_size), image)
-            top, left, bottom, right = box
-            records[c, side, rank] = ExampleRecord(
-                channel=c, side=side, rank=rank, index=i, source=dataset.names[i], box=(left, top, right, bottom),
-                value=value, position=pos, patch=name, heatmap=heat_name)
+
+    def draw(i: int) -> tuple[dict[str, bytes], dict[tuple[int, str, int], ExampleRecord]]:
+        return _draw_source(i, by_image[i], dataset, rf, maps, ex, settings, image, ext)
+
+    # Pillow decodes, resizes and encodes without the GIL: one thread per core draws one source
+    # image at a time (each decoded once); results are merged in image order, as one thread would.
+    with ThreadPoolExecutor(max_workers=min(DRAW_THREADS, os.cpu_count() or 1)) as pool:
+        for drawn_files, drawn_records in pool.map(draw, sorted(by_image)):
+            files.update(drawn_files)
+            records.update(drawn_records)
     ordered = [records[c, side, rank] for c, side, rank, *_ in slots]
     names = {"patch": PATCH_NAME.replace("{ext}", ext)}
     if rf.covers_input:
         names["heatmap"] = HEAT_NAME.replace("{ext}", ext)
     return PatchSet(files=files, examples=ordered, arrays=_box_arrays(ex, ordered), names=names)
+
+
+def _draw_source(i: int, slots: list, dataset: ImageFolder, rf: ReceptiveField, maps: dict[tuple[int, int], np.ndarray],
+                 ex: Extremes, settings: ExamplesSettings, image: ImageSettings, ext: str
+                 ) -> tuple[dict[str, bytes], dict[tuple[int, str, int], ExampleRecord]]:
+    """The patches (and heat maps) of every example slot that source image `i` fills."""
+    files: dict[str, bytes] = {}
+    records: dict[tuple[int, str, int], ExampleRecord] = {}
+    input_size = dataset.preprocess.input_size
+    img = dataset.load_source(i)
+    hw = (img.height, img.width)
+    view, view_bytes = None, b""
+    if rf.covers_input:  # the same whole-image patch for every channel: encode it once
+        view = input_view(img, input_size).resize((settings.patch_size,) * 2, Image.Resampling.BICUBIC)
+        view_bytes = encode(view, image)
+    for c, side, rank, _i, value, pos in slots:
+        name = PATCH_NAME.format(channel=c, side=side, rank=rank, ext=ext)
+        heat_name = None
+        if rf.covers_input:
+            box = source_box(hw, input_size, (0, 0, input_size, input_size))
+            files[name] = view_bytes
+            heat = _heat(maps[i, c], side, *_dataset_range(ex, c, maps[i, c]))
+            heat_name = HEAT_NAME.format(channel=c, side=side, rank=rank, ext=ext)
+            files[heat_name] = encode(overlay_heat(view, heat, HEAT_COLOURS[side]), image)
+        else:
+            box = source_box(hw, input_size, rf.box(*pos))
+            files[name] = encode(crop_marked(img, box, settings.patch_size), image)
+        top, left, bottom, right = box
+        records[c, side, rank] = ExampleRecord(
+            channel=c, side=side, rank=rank, index=i, source=dataset.names[i], box=(left, top, right, bottom),
+            value=value, position=pos, patch=name, heatmap=heat_name)
+    return files, records
 
 
 def _box_arrays(ex: Extremes, records: list[ExampleRecord]) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ part() {  # part NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
 for section in "$@"; do
   case $section in
     check) part check 240 python3 benchmarks/gpu_check.py ;;
+    steps) part steps 120 python3 benchmarks/gpu_check.py --parts steps syncs ;;
     profile) part profile 200 python3 benchmarks/gpu_check.py --parts profile ;;
     lucent) part lucent 200 python3 benchmarks/featvis_vs_lucent.py --device cuda:0 --lucent-channels 128 \
               --atlasgen-channels 128 --repeats 2 --lucent-single-channels 2 ;;
@@ -41,7 +42,7 @@ for section in "$@"; do
     torchrun)
       rm -rf /tmp/ranks && mkdir -p /tmp/ranks && cp atlas.toml /tmp/ranks/
       (cd /tmp/ranks && part torchrun 240 torchrun --standalone --nproc_per_node 2 -m atlasgen build) ;;
-    atlas) part atlas 3000 python3 benchmarks/whole_atlas.py --full --images 1000 --device cuda --keep /tmp/atlas ;;
+    atlas) part atlas "${ATLAS_LIMIT:-3000}" python3 benchmarks/whole_atlas.py --full --images 1000 --device cuda --keep /tmp/atlas ;;
     atlas-start)  # the same in its own session, outliving this command (for runs longer than a call)
       rm -rf /tmp/atlas; echo "=== atlas-start $(date +%T)"
       setsid nohup python3 benchmarks/whole_atlas.py --full --images 1000 --device cuda --keep /tmp/atlas \

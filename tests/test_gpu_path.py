@@ -69,3 +69,14 @@ def test_ranks_on_one_gpu_split_its_memory(monkeypatch, local, gpus, share):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     assert distributed.processes_per_gpu() == share
+
+
+def test_a_gpu_call_fills_whole_batches():
+    from atlasgen.featvis.optimize import MAX_AUTO_BATCH, image_specs, pack_batches
+    from atlasgen.stages.featvis import CHUNK, channels_per_call
+
+    defaults = VisSettings()  # 7 images per channel: channel, negative, neuron, 4 diverse
+    assert channels_per_call(defaults, CPU) == CHUNK
+    count = channels_per_call(defaults, torch.device("cuda"))
+    batches = pack_batches(image_specs(range(count), defaults), MAX_AUTO_BATCH)
+    assert len(batches) == 4 and all(MAX_AUTO_BATCH - 7 < len(b) <= MAX_AUTO_BATCH for b in batches)

@@ -16,6 +16,7 @@ from atlasgen.sitedata import Related
 from atlasgen.stages import Stage, register
 
 CHUNK = 32  # channels stored per optimization call, so an interrupted build keeps finished work
+GPU_BATCHES_PER_CALL = 4  # on a GPU, a call fills this many of the largest automatic batches
 _SET_MEMBER = re.compile(r"(?P<name>.+)-(?P<index>\d+)\.png")
 
 
@@ -42,6 +43,18 @@ def key_settings(settings) -> dict:
 
 def images_per_channel(settings) -> int:
     return sum(objectives.get(name).images(settings) for name in settings.objectives)
+
+
+def channels_per_call(settings, device) -> int:
+    """Channels per optimization call. On a GPU, whole batches: 32 channels of 7 images would
+    leave most of an automatic batch of 512 empty (measured on an H100: 4,400 image-steps per
+    second where full batches of inception4c run 15,000)."""
+    from atlasgen.featvis.optimize import MAX_AUTO_BATCH
+
+    if device.type != "cuda":
+        return CHUNK
+    per_batch = (settings.batch_size or MAX_AUTO_BATCH) // images_per_channel(settings)
+    return max(CHUNK, GPU_BATCHES_PER_CALL * per_batch)
 
 
 class FeatureVisualization(Stage):
@@ -77,11 +90,12 @@ class FeatureVisualization(Stage):
         smallest = size if loaded.fixed_input else smallest_input(loaded.module, plan.layers, size)
         fitted = input_resized(loaded.module, smallest, loaded.fixed_input)
         stored = 0
+        chunk_size = channels_per_call(settings, run.device)
         with fitted, run.bar(total, f"{plan.config.name}: feature visualization", "img-step") as bar:
             for layer, layer_tasks in by_layer.items():
-                for start in range(0, len(layer_tasks), CHUNK):
+                for start in range(0, len(layer_tasks), chunk_size):
                     run.check_stop()
-                    chunk = layer_tasks[start:start + CHUNK]
+                    chunk = layer_tasks[start:start + chunk_size]
                     bar.set_postfix_str(f"{layer} {chunk[0].channel}-{chunk[-1].channel}, {stored} of {len(tasks)} units stored")
                     result = visualize_channels(loaded.module, layer, [t.channel for t in chunk], settings,
                                                 loaded.preprocess, run.device, progress=bar.update)
