@@ -8,10 +8,11 @@ Four ideas, as in Lucid's optvis:
    centre unit; *diversity* renders D images of one channel and adds a penalty on the cosine
    similarity of their layer Gram matrices, so they show different facets of the feature.
 2. **Parameterization** (`param.py`): the image is not optimized as raw pixels. Parameters are
-   a Fourier spectrum scaled by 1/frequency, in a decorrelated colour basis, through a sigmoid
-   to [0, 1]. Equal steps then change images like natural images vary, which avoids the
-   high-frequency noise that pixel optimization finds. The map is invertible (logit, inverse
-   colour matrix, rfft, divide by the scale), so any image can become parameters again.
+   a Fourier spectrum scaled by 1/frequency, in a decorrelated colour basis, clamped to [0, 1]
+   (a clamp whose gradient still pulls a saturated pixel back, where a sigmoid's vanishes).
+   Equal steps then change images like natural images vary, which avoids the high-frequency
+   noise that pixel optimization finds. The map is invertible on [0, 1] (affine, inverse colour
+   matrix, rfft, divide by the scale), so any image can become parameters again.
 3. **Transforms** (`transforms.py`): before each step every image gets its own random pad,
    jitter, zoom and rotation (one affine `grid_sample` for the batch); a feature that survives
    them is robust, not adversarial. Pad and jitter are fractions of the image side, so they do
