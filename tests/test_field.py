@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from atlasgen.demo.net import DEMO_MEAN, DEMO_STD, build_demo_model
-from atlasgen.featvis.field import FULL_BLUR_FIELD, NO_BLUR_FIELD, blur_scale, field_side
+from atlasgen.featvis.field import FULL_BLUR_FIELD, NO_BLUR_FIELD, blur_scale, field_side, pixel_scale
 from atlasgen.featvis.optimize import visualize_channels
 from atlasgen.hooks import forward_layers
 from atlasgen.settings import Preprocess, VisSettings
@@ -41,6 +41,8 @@ def test_blur_scale_fades_in_with_the_field():
     assert blur_scale(3) == 0.0 and blur_scale(NO_BLUR_FIELD) == 0.0
     assert 0.0 < blur_scale((NO_BLUR_FIELD + FULL_BLUR_FIELD) // 2) < 1.0
     assert blur_scale(FULL_BLUR_FIELD) == 1.0 and blur_scale(200) == 1.0
+    # the units without blur are those whose last octave runs without random views
+    assert pixel_scale(3) and pixel_scale(NO_BLUR_FIELD) and not pixel_scale(NO_BLUR_FIELD + 1)
 
 
 def _exact_optima(first, size: int, channels: list[int], value, preprocess: Preprocess = CENTRED) -> list[float]:

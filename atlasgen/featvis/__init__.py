@@ -17,7 +17,8 @@ Four ideas, as in Lucid's optvis:
    jitter, zoom and rotation (one affine `grid_sample` for the batch); a feature that survives
    them is robust, not adversarial. Pad and jitter are fractions of the image side, so they do
    the same at every image size and octave; over the last octave the transforms fade to the
-   identity view the image is scored on. Neuron objectives follow each view: they read the
+   identity view the image is scored on (a unit that sees a few pixels, whose optimum is a
+   pixel pattern, gets none over the last octave: `field.py`). Neuron objectives follow each view: they read the
    unit now over the content they optimize, not a fixed cell the content jitters away from.
 4. **The octave loop** (`optimize.py`): optimization starts on a small image, then upsamples it
    and re-expresses it as parameters at the next size, with a fresh optimizer, a linearly

@@ -15,7 +15,7 @@ from torch import nn
 from atlasgen.errors import AtlasError
 from atlasgen import objectives
 from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
-from atlasgen.featvis.field import blur_scale, field_side
+from atlasgen.featvis.field import blur_scale, field_side, pixel_scale
 from atlasgen.featvis.fold import folded_batchnorm
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
@@ -210,9 +210,11 @@ def optimize_batch(
     progress: Callable[[int], None] | None = None,
     blur: float = 1.0,
     record: Recorder | None = None,
+    still_last_octave: bool = False,
 ) -> torch.Tensor:
     """Optimize one batch through every octave; returns float images (B, 3, size, size) on the CPU.
-    `blur` scales every octave's blur (see `field.blur_scale`)."""
+    `blur` scales every octave's blur (see `field.blur_scale`); `still_last_octave` drops the
+    random views over the last octave (see `field.pixel_scale`)."""
     plan = octave_plan(settings)
     total_steps = sum(o.steps for o in plan)
     generators = [torch.Generator().manual_seed(image_seed(settings.seed, s)) for s in specs]
@@ -237,8 +239,9 @@ def optimize_batch(
             optimizer.zero_grad(set_to_none=True)
             # Over the last octave the transforms fade to the identity view, on which the image is
             # scored: robust structure is laid down first, then exact detail (borders, a neuron's
-            # few pixels) settles without the random views averaging it away.
-            strength = 1.0 - t if octave is plan[-1] else 1.0
+            # few pixels) settles without the random views averaging it away. A unit that sees a
+            # few pixels gets no random views at all over the last octave (field.pixel_scale).
+            strength = (0.0 if still_last_octave else 1.0 - t) if octave is plan[-1] else 1.0
             theta = affine_matrices(draws[:, step], ranges.scaled(strength))
             view = random_view(param.image(), theta)
             with redirect_relu_gradients(step < settings.relu_redirect_steps), autocast:
@@ -336,9 +339,11 @@ def visualize_channels(
         largest_set = max(objectives.get(o).images(settings) if objectives.get(o).grouped else 1 for o in settings.objectives)
         batches = pack_batches(specs, max(batch_size, largest_set))
         log.debug("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
-        blur = blur_scale(field_side(model, layer, probe))
-        log.debug("%s: blur x%.2f for its field", layer, blur)
-        finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress, blur=blur, record=record)
+        side = field_side(model, layer, probe)
+        blur, still = blur_scale(side), pixel_scale(side)
+        log.debug("%s: field %d px, blur x%.2f%s", layer, side, blur, ", last octave without random views" if still else "")
+        finals = [optimize_batch(model, layer, batch, settings, preprocess, device, progress, blur=blur, record=record,
+                                 still_last_octave=still)
                   for batch in batches]
         pixels = to_uint8(torch.cat(finals))
         # Score the stored (quantized) images, exactly what the site shows.

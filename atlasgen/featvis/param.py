@@ -34,19 +34,20 @@ class ClampInward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return x.clamp(0.0, 1.0)
+        out = x.clamp(0.0, 1.0)
+        ctx.save_for_backward(x - out)  # how far past the range, signed; 0 inside
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        # Descent moves x by -grad: outside the range keep only a grad of the sign that moves it in.
-        return grad * (grad * (x - x.clamp(0.0, 1.0)) >= 0)
+        (excess,) = ctx.saved_tensors
+        # Descent moves x by -grad: past the range, drop a grad whose sign moves it further out.
+        return grad.masked_fill(grad * excess < 0, 0.0)
 
 
 def squash(pre: torch.Tensor) -> torch.Tensor:
     """Pre-squash values to [0, 1] pixels (0 is grey)."""
-    return ClampInward.apply(0.5 + SQUASH_SLOPE * pre)
+    return ClampInward.apply(pre.mul(SQUASH_SLOPE).add_(0.5))
 
 
 def frequencies(height: int, width: int, device: torch.device) -> torch.Tensor:
