@@ -15,7 +15,7 @@ from atlasgen.featvis import VisResult, pick_device, visualize_channels
 from atlasgen.featvis.batch import ImageSpec, image_seed
 from atlasgen.objectives.diversity import gram_similarity
 from atlasgen.featvis.optimize import octave_plan, pack_batches
-from atlasgen.featvis.param import ImageParam
+from atlasgen.featvis.param import ClampInward, ImageParam
 from atlasgen.featvis.redirect import RedirectedReLU, redirect_relu_gradients
 from atlasgen.featvis.transforms import TransformRanges, affine_matrices, align_to_image, random_view
 from atlasgen.settings import Octave, Preprocess, VisSettings
@@ -214,6 +214,15 @@ def test_parameterization_inverts_exactly():
         copy = ImageParam(torch.zeros_like(param.params), 20, fft, decorrelate)
         copy.set_image(image)
         assert torch.allclose(copy.image(), image, atol=1e-5)
+
+
+def test_saturated_pixels_are_pulled_back_not_pushed_further():
+    # Pre-squash values below, inside and above [0, 1]; descent moves them by -grad.
+    x = torch.tensor([-1.0, 0.5, 2.0, -1.0, 2.0], requires_grad=True)
+    ClampInward.apply(x).backward(torch.tensor([-1.0, 1.0, 1.0, 1.0, -1.0]))
+    # back in from below, inside, back in from above, further out below, further out above
+    assert x.grad.tolist() == [-1.0, 1.0, 1.0, 0.0, 0.0]
+    assert ClampInward.apply(x).tolist() == [0.0, 0.5, 1.0, 0.0, 1.0]
 
 
 def test_identity_transform_keeps_the_image_and_shifts_move_it():

@@ -8,15 +8,17 @@ Four ideas, as in Lucid's optvis:
    centre unit; *diversity* renders D images of one channel and adds a penalty on the cosine
    similarity of their layer Gram matrices, so they show different facets of the feature.
 2. **Parameterization** (`param.py`): the image is not optimized as raw pixels. Parameters are
-   a Fourier spectrum scaled by 1/frequency, in a decorrelated colour basis, through a sigmoid
-   to [0, 1]. Equal steps then change images like natural images vary, which avoids the
-   high-frequency noise that pixel optimization finds. The map is invertible (logit, inverse
-   colour matrix, rfft, divide by the scale), so any image can become parameters again.
+   a Fourier spectrum scaled by 1/frequency, in a decorrelated colour basis, clamped to [0, 1]
+   (a clamp whose gradient still pulls a saturated pixel back, where a sigmoid's vanishes).
+   Equal steps then change images like natural images vary, which avoids the high-frequency
+   noise that pixel optimization finds. The map is invertible on [0, 1] (affine, inverse colour
+   matrix, rfft, divide by the scale), so any image can become parameters again.
 3. **Transforms** (`transforms.py`): before each step every image gets its own random pad,
    jitter, zoom and rotation (one affine `grid_sample` for the batch); a feature that survives
    them is robust, not adversarial. Pad and jitter are fractions of the image side, so they do
    the same at every image size and octave; over the last octave the transforms fade to the
-   identity view the image is scored on. Neuron objectives follow each view: they read the
+   identity view the image is scored on (a unit that sees a few pixels, whose optimum is a
+   pixel pattern, gets none over the last octave: `field.py`). Neuron objectives follow each view: they read the
    unit now over the content they optimize, not a fixed cell the content jitters away from.
 4. **The octave loop** (`optimize.py`): optimization starts on a small image, then upsamples it
    and re-expresses it as parameters at the next size, with a fresh optimizer, a linearly

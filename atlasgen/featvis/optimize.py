@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from atlasgen.distributed import processes_per_gpu
 from atlasgen.errors import AtlasError
 from atlasgen import objectives
 from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
-from atlasgen.featvis.field import blur_scale, field_side
+from atlasgen.featvis.field import blur_scale, field_side, pixel_scale
 from atlasgen.featvis.fold import folded_batchnorm
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
@@ -222,9 +223,11 @@ def optimize_batch(
     progress: Callable[[int], None] | None = None,
     blur: float = 1.0,
     record: Recorder | None = None,
+    still_last_octave: bool = False,
 ) -> torch.Tensor:
     """Optimize one batch through every octave; returns float images (B, 3, size, size) on the CPU.
-    `blur` scales every octave's blur (see `field.blur_scale`)."""
+    `blur` scales every octave's blur (see `field.blur_scale`); `still_last_octave` drops the
+    random views over the last octave (see `field.pixel_scale`)."""
     plan = octave_plan(settings)
     total_steps = sum(o.steps for o in plan)
     generators = [torch.Generator().manual_seed(image_seed(settings.seed, s)) for s in specs]
@@ -249,8 +252,9 @@ def optimize_batch(
             optimizer.zero_grad(set_to_none=True)
             # Over the last octave the transforms fade to the identity view, on which the image is
             # scored: robust structure is laid down first, then exact detail (borders, a neuron's
-            # few pixels) settles without the random views averaging it away.
-            strength = 1.0 - t if octave is plan[-1] else 1.0
+            # few pixels) settles without the random views averaging it away. A unit that sees a
+            # few pixels gets no random views at all over the last octave (field.pixel_scale).
+            strength = (0.0 if still_last_octave else 1.0 - t) if octave is plan[-1] else 1.0
             theta = affine_matrices(draws[:, step], ranges.scaled(strength))
             view = random_view(param.image(), theta)
             with redirect_relu_gradients(step < settings.relu_redirect_steps), autocast:
@@ -279,14 +283,14 @@ def optimize_batch(
     return final.float().cpu()
 
 
-def _optimize_fitting(model: nn.Module, layer: str, specs: list[ImageSpec], settings: VisSettings,
-                      preprocess: Preprocess, device: torch.device, progress: Callable[[int], None] | None,
-                      blur: float, record: Recorder | None, smallest: int) -> list[torch.Tensor]:
-    """`optimize_batch`, split in halves while the GPU runs out of memory (other processes can
-    take memory after the batch size was chosen). Each image is the same in any batch, so a
-    split changes no result; progress already reported for a failed batch is not taken back."""
+def _optimize_fitting(run: Callable[[list[ImageSpec]], torch.Tensor], layer: str, specs: list[ImageSpec],
+                      smallest: int) -> list[torch.Tensor]:
+    """`run(specs)` (optimize_batch), split in halves while the GPU runs out of memory (other
+    processes can take memory after the batch size was chosen). Each image is the same in any
+    batch on the CPU, and on a GPU up to rounding (README); progress already reported for a
+    failed batch is not taken back."""
     try:
-        return [optimize_batch(model, layer, specs, settings, preprocess, device, progress, blur=blur, record=record)]
+        return [run(specs)]
     except torch.cuda.OutOfMemoryError:
         half = max(len(specs) // 2, smallest)
         if half >= len(specs):
@@ -294,9 +298,7 @@ def _optimize_fitting(model: nn.Module, layer: str, specs: list[ImageSpec], sett
                              "visualize.size smaller, or build on another device with --device") from None
         torch.cuda.empty_cache()
         log.warning("%s: out of GPU memory with %d images in a batch; trying %d", layer, len(specs), half)
-        return [image for part in pack_batches(specs, half)
-                for image in _optimize_fitting(model, layer, part, settings, preprocess, device, progress, blur,
-                                               record, smallest)]
+        return [image for part in pack_batches(specs, half) for image in _optimize_fitting(run, layer, part, smallest)]
 
 
 def _normalize_gradients(params: torch.Tensor) -> None:
@@ -368,11 +370,12 @@ def visualize_channels(
         largest_set = max(objectives.get(o).images(settings) if objectives.get(o).grouped else 1 for o in settings.objectives)
         batches = pack_batches(specs, max(batch_size, largest_set))
         log.debug("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
-        blur = blur_scale(field_side(model, layer, probe))
-        log.debug("%s: blur x%.2f for its field", layer, blur)
-        finals = [image for batch in batches
-                  for image in _optimize_fitting(model, layer, batch, settings, preprocess, device, progress, blur,
-                                                 record, largest_set)]
+        side = field_side(model, layer, probe)
+        blur, still = blur_scale(side), pixel_scale(side)
+        log.debug("%s: field %d px, blur x%.2f%s", layer, side, blur, ", last octave without random views" if still else "")
+        run = functools.partial(optimize_batch, model, layer, settings=settings, preprocess=preprocess, device=device,
+                                progress=progress, blur=blur, record=record, still_last_octave=still)
+        finals = [image for batch in batches for image in _optimize_fitting(run, layer, batch, largest_set)]
         pixels = to_uint8(torch.cat(finals))
         # Score the stored (quantized) images, exactly what the site shows.
         scores, means = final_scores(model, layer, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, specs,

@@ -44,7 +44,7 @@ def _settings(config):
 
 class CrossActivationStage(Stage):
     name = "cross-activation"
-    version = 1
+    version = 2  # 2: featvis optimizes through a clamp, not a sigmoid
     order = 62
     title = "cross-activation"
     experiment = CrossActivation
