@@ -22,7 +22,7 @@ import torch
 import torchvision
 
 from atlasgen.featvis.fold import folded_batchnorm
-from atlasgen.featvis.optimize import _autocast
+from atlasgen.featvis.device import autocast_for
 from atlasgen.hooks import forward_layers
 
 log = logging.getLogger("featvis_step")
@@ -38,7 +38,7 @@ def googlenet() -> torch.nn.Module:
 
 def step(fn, x0: torch.Tensor) -> None:
     x = x0.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    autocast, _ = _autocast(torch.device("cpu"))
+    autocast, _ = autocast_for(torch.device("cpu"))
     with autocast:
         acts = fn(x)
     acts.float()[:, 0].mean().backward()

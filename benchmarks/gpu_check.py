@@ -31,7 +31,8 @@ from atlasgen.demo.net import build_demo_model  # noqa: E402
 from atlasgen.featvis import visualize_channels  # noqa: E402
 from atlasgen.featvis.batch import ImageSpec  # noqa: E402
 from atlasgen.featvis.fold import folded_batchnorm  # noqa: E402
-from atlasgen.featvis.optimize import _auto_batch_size, _repeatable, optimize_batch  # noqa: E402
+from atlasgen.featvis.device import repeatable  # noqa: E402
+from atlasgen.featvis.optimize import _auto_batch_size, optimize_batch  # noqa: E402
 from atlasgen.hooks import eval_mode  # noqa: E402
 from atlasgen.settings import Preprocess, VisSettings  # noqa: E402
 from atlasgen.demo import DEMO_INPUT_SIZE, DEMO_MEAN, DEMO_STD  # noqa: E402
@@ -90,7 +91,7 @@ def googlenet_steps(device: torch.device) -> None:
     torch.manual_seed(0)
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).to(device).eval()
     for layer in ("conv1", "inception3a", "inception4c", "inception5b"):
-        with eval_mode(model, frozen=True), _repeatable(device), folded_batchnorm(model, layer, probe(device)):
+        with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, layer, probe(device)):
             layer_steps(model, layer, device)
 
 
@@ -126,7 +127,7 @@ def profile(device: torch.device) -> None:
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).to(device).eval()
     specs = [ImageSpec(c, "channel") for c in range(512)]
     settings = VisSettings(objectives=("channel",), steps=8, octaves=VisSettings().octaves[-1:], relu_redirect_steps=0)
-    with eval_mode(model, frozen=True), _repeatable(device), folded_batchnorm(model, "inception4c", probe(device)):
+    with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, "inception4c", probe(device)):
         optimize_batch(model, "inception4c", specs, settings, Preprocess(), device)
         torch.cuda.synchronize(device)
         with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

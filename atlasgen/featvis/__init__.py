@@ -32,6 +32,7 @@ seeded by (seed, channel, objective, diversity index), so a result does not depe
 other images shared its batch.
 """
 
-from atlasgen.featvis.optimize import VisResult, pick_device, visualize_channels
+from atlasgen.featvis.device import pick_device
+from atlasgen.featvis.optimize import VisResult, visualize_channels
 
 __all__ = ["VisResult", "pick_device", "visualize_channels"]

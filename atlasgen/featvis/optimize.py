@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from torch import nn
 from atlasgen.distributed import processes_per_gpu
 from atlasgen.errors import AtlasError
 from atlasgen import objectives
+from atlasgen.featvis.device import autocast_for, repeatable
 from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
 from atlasgen.featvis.field import blur_scale, field_side, pixel_scale
 from atlasgen.featvis.fold import folded_batchnorm
@@ -56,33 +56,6 @@ class OctaveStep:
     blur: tuple[float, float]
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; an explicit device must exist."""
-    requested = requested.strip().lower()
-    mps_ok = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if mps_ok else torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise AtlasError(f'unknown device {requested!r}: use "auto", "cpu", "cuda", "cuda:N" or "mps"') from None
-    hint = 'use device = "auto" or device = "cpu"'
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise AtlasError(f"device {requested!r} requested but CUDA is not available on this machine; {hint}")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise AtlasError(
-                f"device {requested!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist; {hint}"
-            )
-    elif device.type == "mps" and not mps_ok:
-        raise AtlasError(f"device {requested!r} requested but MPS is not available on this machine; {hint}")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise AtlasError(f'unsupported device {requested!r}: use "auto", "cpu", "cuda", "cuda:N" or "mps"')
-    return device
-
-
 def octave_plan(settings: VisSettings) -> list[OctaveStep]:
     """Steps per octave (shares normalized, rounding remainder to the last), empty octaves dropped."""
     octaves = settings.octaves
@@ -121,38 +94,6 @@ def pack_batches(specs: list[ImageSpec], batch_size: int) -> list[list[ImageSpec
         else:
             batches.append(list(images))
     return batches
-
-
-def cpu_has_native_bf16() -> bool:
-    """oneDNN runs bf16 convolutions natively (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slower."""
-    try:
-        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _autocast(device: torch.device) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
-    """Mixed precision for the network only (the image parameters stay float32).
-
-    CUDA: bf16 when supported (no scaler needed), else fp16 with a GradScaler. CPU: bf16 where
-    the hardware runs it natively (measured ~1.6x faster than float32 for GoogLeNet on a 2-core
-    AVX512-BF16 machine), else float32. MPS: float32.
-    """
-    if device.type == "cpu":
-        return (torch.autocast("cpu", dtype=torch.bfloat16) if cpu_has_native_bf16() else contextlib.nullcontext()), None
-    if device.type != "cuda":
-        return contextlib.nullcontext(), None
-    if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), None
-    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
-
-
-def _repeatable(device: torch.device) -> contextlib.AbstractContextManager:
-    """cuDNN's deterministic algorithms for the block: its default choice may add with atomics,
-    and the optimization amplifies any rounding difference into a visibly different image."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True)
 
 
 def _normalizer(preprocess: Preprocess, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -199,7 +140,7 @@ def _auto_batch_size(
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    autocast, _ = _autocast(device)
+    autocast, _ = autocast_for(device)
     x = torch.full((probe, 3, settings.size, settings.size), 0.5, device=device, requires_grad=True)
     with autocast:
         acts = layer_activations(model, layer, _normalizer(preprocess, device)(x))
@@ -238,7 +179,7 @@ def optimize_batch(
     param = ImageParam(init.to(device).requires_grad_(True), first, settings.fft, settings.decorrelate)
     objective = BatchObjective.build(specs, settings, device)
     normalize = _normalizer(preprocess, device)
-    autocast, scaler = _autocast(device)
+    autocast, scaler = autocast_for(device)
     ranges = TransformRanges(settings.pad, settings.jitter, tuple(settings.scale), settings.rotate)
     step = 0
     for octave in plan:
@@ -361,7 +302,7 @@ def visualize_channels(
     specs = image_specs(channels, settings)
     noise = torch.rand(1, 3, settings.size, settings.size, generator=torch.Generator().manual_seed(0))
     probe = _normalizer(preprocess, device)(noise.to(device))
-    with eval_mode(model, frozen=True), _repeatable(device), folded_batchnorm(model, layer, probe) as probed:
+    with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, layer, probe) as probed:
         n_layer = probed.shape[1]
         bad = [c for c in channels if not 0 <= c < n_layer]
         if bad:
