@@ -180,3 +180,17 @@ def test_the_output_folder_may_itself_be_a_link(tmp_path: Path) -> None:
     (tmp_path / "site").symlink_to(real, target_is_directory=True)
     render_site(make_site_data(tmp_path / "cache"), tmp_path / "site")
     assert (real / "demo" / "conv1" / "0" / "index.html").is_file()
+
+
+def test_full_collections_are_deferred_while_rendering_and_resume_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import atlasgen.render as render
+
+    before = gc.get_threshold()
+    seen = []
+    real = render._render_site
+    monkeypatch.setattr(render, "_render_site", lambda *args: seen.append(gc.get_threshold()) or real(*args))
+    render_site(make_site_data(tmp_path / "cache"), tmp_path / "site")
+    assert seen[0][:2] == before[:2] and seen[0][2] > before[2]
+    assert gc.get_threshold() == before
