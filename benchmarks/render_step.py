@@ -10,7 +10,7 @@ The cache is first checked as a build's plan step does (not timed: it counts as 
 timing prints wall-clock and CPU seconds: on a shared machine the CPU seconds compare better.
 `--changed` hands each unit its neighbour's visualization (images and measurements), so every
 visualization copy and every unit page differs from what the folder holds, as after a rebuild
-in which the visualization stage's version went up; run it twice to go back and forth.
+in which the visualization stage's version went up; the next plain run changes them all back.
 """
 
 from __future__ import annotations
