@@ -25,6 +25,7 @@ from atlasgen.cache import Cache
 from atlasgen.config import DEMO, Config, ModelConfig
 from atlasgen.errors import AtlasError, ConfigError
 from atlasgen.explain import reason, remember
+from atlasgen.heap import few_full_collections
 from atlasgen.plan import (KeyBasis, ModelPlan, Task, dataset_path, load_plan, plan_key_for, save_plan, shard,
                            DEMO_DATASET_IMAGES, DEMO_DATASET_SEED)
 from atlasgen.progress import progress
@@ -317,8 +318,9 @@ def _render(config: Config, plans: Sequence[ModelPlan], cache: Cache, options: B
     from atlasgen.render import render_site
 
     output = options.output or config.site.output
-    report = render_site(site_data(config, plans, cache), output, config.site.templates, config.site.notes,
-                         adopt=options.adopt, raw_html=config.site.raw_html_notes)
+    with few_full_collections():
+        report = render_site(site_data(config, plans, cache), output, config.site.templates, config.site.notes,
+                             adopt=options.adopt, raw_html=config.site.raw_html_notes)
     summary.output, summary.pages, summary.bytes = output, report.pages, report.bytes
     summary.warnings += report.warnings
 

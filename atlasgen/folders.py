@@ -28,8 +28,8 @@ CACHE_LINK_DEPTH = 3
 def read_manifest(output: Path) -> dict[str, dict] | None:
     """{file: record} atlasgen wrote into `output` last time, or None when there is no manifest.
 
-    A record holds the file's `size`, `mtime_ns` and `sha256` when written by this version;
-    manifests of earlier versions list names only (empty records)."""
+    A record holds the file's `size`, `mtime_ns` and `sha256` when written by this version (and
+    an image's `width` and `height`, for the next build's pages); manifests of earlier versions list names only (empty records)."""
     path = output / MANIFEST_NAME
     if path.is_symlink():
         return None
@@ -72,20 +72,24 @@ def path_problems(output: Path, cache: Path, project: Path) -> list[str]:
 
 def links_under(root: Path, depth: int | None = None) -> list[str]:
     """Symbolic links inside `root` (not followed), as 'relative/path -> target', up to `depth` levels."""
-    found = []
+    found: list[str] = []
     if not root.is_dir():
         return found
-    base = len(root.parts)
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        for name in sorted(dirs + files):
-            path = here / name
-            if path.is_symlink():
-                found.append(f"{path.relative_to(root).as_posix()} -> {os.readlink(path)}")
-        if depth is not None and len(here.parts) - base + 1 >= depth:
-            dirs.clear()
-        else:
-            dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
+    # os.scandir's entries know a link from the directory listing itself: no stat per file, and a
+    # whole atlas's output folder holds over 100,000 of them.
+    pending = [(os.fspath(root), "", 1)]
+    while pending:
+        folder, rel, level = pending.pop()
+        try:
+            listing = list(os.scandir(folder))
+        except OSError:  # unreadable: skipped, as os.walk does
+            continue
+        for entry in listing:
+            path = f"{rel}{entry.name}"
+            if entry.is_symlink():
+                found.append(f"{path} -> {os.readlink(entry.path)}")
+            elif entry.is_dir() and (depth is None or level < depth):
+                pending.append((entry.path, path + "/", level + 1))
     return sorted(found)
 
 

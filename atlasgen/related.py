@@ -9,7 +9,7 @@ import numpy as np
 
 def _top_excluding(scores: np.ndarray, own: int, n: int) -> list[tuple[int, float]]:
     """Top n (index, score) by score descending, ties to the lower index, `own` left out."""
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores, kind="stable")[: n + 1]  # `own` is at most one of the first n + 1
     return [(int(j), float(scores[j])) for j in order if j != own][:n]
 
 

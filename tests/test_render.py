@@ -347,6 +347,29 @@ def test_user_template_overrides_builtin(cache: Path, tmp_path: Path) -> None:
     assert "Channel objective" in read(out / "demo/conv1/0/index.html")  # the rest is built in
 
 
+def test_a_user_page_without_the_image_macro_can_include_the_built_in_partials(cache: Path, tmp_path: Path) -> None:
+    # The partials use the page's `img` when it has one (imported once per page), else import it.
+    user = tmp_path / "templates"
+    user.mkdir()
+    (user / "unit.html").write_text(
+        '{% extends "base.html" %}{% block content %}'
+        '{% for ex in unit.top %}{% include "partials/example.html" %}{% endfor %}'
+        '{% set items = unit.similar %}{% set score_label = "r" %}{% include "partials/related.html" %}'
+        "{% endblock %}\n"
+    )
+    out = tmp_path / "site"
+    site = make_site_data(cache)
+    render_site(site, out, templates=user)
+    page = read(out / "demo/conv1/0/index.html")
+    built_in = tmp_path / "built-in"
+    render_site(site, built_in)
+    expected = read(built_in / "demo/conv1/0/index.html")
+    first = '<figure class="example'
+    assert page.count(first) == len(site.models[0].layers[0].units[0].top) > 0
+    assert page[page.index(first):page.index("</figure>") + 9] == expected[expected.index(first):expected.index("</figure>", expected.index(first)) + 9]
+    assert 'src="top-0.webp"' in page and '<ol class="related">' in page
+
+
 # --------------------------------------------------------------------------- rebuilds
 
 

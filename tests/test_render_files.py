@@ -70,6 +70,31 @@ def test_known_digests_are_not_read_again_and_are_recorded(tmp_path: Path, monke
         assert record["sha256"] == hashlib.sha256((out / rel).read_bytes()).hexdigest(), rel
 
 
+def test_a_rebuild_reads_no_header_of_an_unchanged_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import atlasgen.render.writer as writer
+
+    site = make_site_data(tmp_path / "cache")
+    unit = site.models[0].layers[0].units[0]
+    images = {str(p) for m in site.models for lv in m.layers for u in lv.units for p in u.images.values()}
+    site.file_digests = {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in images}
+    out = tmp_path / "site"
+    render_site(site, out)
+    page = (out / "demo/conv1/0/index.html").read_text()
+    record = _manifest(out)["demo/conv1/0/channel.webp"]
+    assert (record["width"], record["height"]) == image_size(unit.images["channel"])
+    read: list[str] = []
+    real = writer.image_size
+    monkeypatch.setattr(writer, "image_size", lambda path: read.append(str(path)) or real(path))
+    render_site(site, out)
+    assert read and not set(read) & images  # images without a known digest are still read
+    assert (out / "demo/conv1/0/index.html").read_text() == page
+    changed = unit.images["channel"]  # new bytes, another size: read again
+    Image.new("RGB", (5, 3)).save(changed, format="WEBP")
+    site.file_digests[str(changed)] = hashlib.sha256(changed.read_bytes()).hexdigest()
+    render_site(site, out)
+    assert str(changed) in read and 'width="5" height="3"' in (out / "demo/conv1/0/index.html").read_text()
+
+
 def test_a_rebuild_with_nothing_changed_rewrites_nothing(tmp_path: Path) -> None:
     site = make_site_data(tmp_path / "cache")
     out = tmp_path / "site"
@@ -155,3 +180,17 @@ def test_the_output_folder_may_itself_be_a_link(tmp_path: Path) -> None:
     (tmp_path / "site").symlink_to(real, target_is_directory=True)
     render_site(make_site_data(tmp_path / "cache"), tmp_path / "site")
     assert (real / "demo" / "conv1" / "0" / "index.html").is_file()
+
+
+def test_full_collections_are_deferred_while_rendering_and_resume_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import atlasgen.render as render
+
+    before = gc.get_threshold()
+    seen = []
+    real = render._render_site
+    monkeypatch.setattr(render, "_render_site", lambda *args: seen.append(gc.get_threshold()) or real(*args))
+    render_site(make_site_data(tmp_path / "cache"), tmp_path / "site")
+    assert seen[0][:2] == before[:2] and seen[0][2] > before[2]
+    assert gc.get_threshold() == before

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from atlasgen.errors import AtlasError
 from atlasgen.folders import claim_output
+from atlasgen.heap import few_full_collections
 from atlasgen.sitedata import SiteData
 
 from .environment import make_environment
@@ -62,6 +63,12 @@ def render_site(site: SiteData, output: Path, templates: Path | None = None, not
     output = Path(output)
     if templates is not None and not Path(templates).is_dir():
         raise AtlasError(f"templates folder {templates} does not exist")
+    with few_full_collections():
+        return _render_site(site, output, templates, notes, adopt, raw_html)
+
+
+def _render_site(site: SiteData, output: Path, templates: Path | None, notes: Path | None, adopt: bool,
+                 raw_html: bool) -> RenderReport:
     warnings: list[str] = []
     previous = claim_output(output, adopt)
 

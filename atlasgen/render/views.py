@@ -188,7 +188,7 @@ def _ext(path: Path, default: str) -> str:
 
 def _image(writer: SiteWriter, source: Path, rel: str, alt: str) -> ImageRef:
     writer.copy_file(source, rel)
-    width, height = writer.image_size(source)
+    width, height = writer.image_size(source, rel)
     return ImageRef(src=rel, width=width, height=height, alt=alt)
 
 

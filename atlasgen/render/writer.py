@@ -55,7 +55,7 @@ class SiteWriter:
         self.digests = digests or {}
         self.planned: dict[str, bytes | Path] = {}  # file -> its text, or the cache file to copy
         self.records: dict[str, dict] = {}
-        self._sizes: dict[Path, tuple[int, int]] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}  # copied image -> its (width, height), kept in its record
         self._found: dict[str, os.stat_result | None] = {}  # planned file -> what `check` found there
         self._reflink = fcntl is not None  # until the file system refuses one
 
@@ -69,10 +69,17 @@ class SiteWriter:
     def copy_file(self, source: Path, rel: str) -> None:
         self.planned[rel] = source
 
-    def image_size(self, source: Path) -> tuple[int, int]:
-        if source not in self._sizes:
-            self._sizes[source] = image_size(source)
-        return self._sizes[source]
+    def image_size(self, source: Path, rel: str) -> tuple[int, int]:
+        """The pixel size of the image `source` copied to `rel`: from the last build's record of
+        `rel` when that was a copy of the same bytes, else from the file's header (a rebuild would
+        otherwise read the header of every image of the site again)."""
+        before = self.previous.get(rel, {})
+        if "width" in before and before.get("sha256") == self.digests.get(os.fspath(source)):
+            size = before["width"], before["height"]
+        else:
+            size = image_size(source)
+        self._sizes[rel] = size
+        return size
 
     def check(self) -> None:
         """Refuse the plan, before writing anything, if it would overwrite a file atlasgen did
@@ -170,11 +177,17 @@ class SiteWriter:
         if found is not None and before.get("sha256"):
             digest = digest or file_digest(source)
             if _unchanged(before, found, digest):
-                self.records[rel] = before
+                self._keep(rel, dict(before))
                 return
         hashed: list[str] = []
         found = _replace(path, lambda fd: self._clone(source, fd, hashed if digest is None else None))
-        self.records[rel] = _record(digest or (hashed[0] if hashed else file_digest(source)), found)
+        self._keep(rel, _record(digest or (hashed[0] if hashed else file_digest(source)), found))
+
+    def _keep(self, rel: str, record: dict) -> None:
+        """Record a copied file, with its pixel size when it is an image a page shows."""
+        if rel in self._sizes:
+            record["width"], record["height"] = self._sizes[rel]
+        self.records[rel] = record
 
     def _clone(self, source: Path, fd: int, hashed: list[str] | None) -> None:
         """Copy `source` into the open file `fd`: a reflink where the file system shares blocks,

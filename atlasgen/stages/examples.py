@@ -51,19 +51,24 @@ class Examples(Stage):
         arrays = layer.arrays(self.name)
         sources, names = entry.meta["sources"], entry.meta["examples"]
         listed = entry.meta["files"]
+        # Python lists once per layer: indexing numpy arrays element by element costs more than
+        # the rest of assembling 116,000 examples of a whole atlas.
+        tables = {f"{side}_{field}": arrays[f"{side}_{field}"].tolist() for side in SIDES
+                  for field in ("index", "box", "value", "pos")}
+        maxima = arrays["max"].tolist()
         for unit in layer.units:
             c = unit.channel
-            unit.dataset_max = float(arrays["max"][c])
+            unit.dataset_max = float(maxima[c])
             for side in SIDES:
-                for rank, index in enumerate(arrays[f"{side}_index"][c]):
+                boxes, values, positions = tables[f"{side}_box"][c], tables[f"{side}_value"][c], tables[f"{side}_pos"][c]
+                for rank, index in enumerate(tables[f"{side}_index"][c]):
                     if index < 0:
                         continue
                     patch = names["patch"].format(channel=c, side=side, rank=rank)
                     heat = names.get("heatmap", "").format(channel=c, side=side, rank=rank)
                     getattr(unit, side).append(Example(
-                        source=sources[int(index)], box=tuple(int(v) for v in arrays[f"{side}_box"][c, rank]),
-                        value=float(arrays[f"{side}_value"][c, rank]),
-                        position=tuple(int(v) for v in arrays[f"{side}_pos"][c, rank]),
+                        source=sources[int(index)], box=tuple(int(v) for v in boxes[rank]), value=float(values[rank]),
+                        position=tuple(int(v) for v in positions[rank]),
                         patch=entry.file(patch), heatmap=entry.file(heat) if heat in listed else None,
                     ))
 
