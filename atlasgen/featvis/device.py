@@ -4,6 +4,7 @@ deterministic algorithms on CUDA."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -61,9 +62,24 @@ def autocast_for(device: torch.device) -> tuple[contextlib.AbstractContextManage
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
 
 
+@contextlib.contextmanager
+def backend_flags(*flags: tuple[object, str, object]) -> Iterator[None]:
+    """Set each (namespace, attribute, value) of torch.backends for the block, then put back what
+    was there: only the named flags change, whatever else the caller set stays."""
+    saved = [(space, name, getattr(space, name)) for space, name, _ in flags]
+    try:
+        for space, name, value in flags:
+            setattr(space, name, value)
+        yield
+    finally:
+        for space, name, value in saved:
+            setattr(space, name, value)
+
+
 def repeatable(device: torch.device) -> contextlib.AbstractContextManager:
     """cuDNN's deterministic algorithms for the block: its default choice may add with atomics,
     and the optimization amplifies any rounding difference into a visibly different image."""
     if device.type != "cuda":
         return contextlib.nullcontext()
-    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True)
+    cudnn = torch.backends.cudnn
+    return backend_flags((cudnn, "benchmark", False), (cudnn, "deterministic", True))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from atlasgen.featvis.device import backend_flags
 from atlasgen.hooks import forward_layers
 
 log = logging.getLogger(__name__)
@@ -126,16 +127,10 @@ def _restore(pairs: list[Pair], saved: list[tuple[nn.Parameter, nn.Parameter | N
         setattr(pair.parent, pair.attribute, pair.bn)
 
 
-@contextmanager
-def _exact_float32() -> Iterator[None]:
+def _exact_float32():
     """No TF32 for the block: on by default for cuDNN's convolutions, it keeps 10 mantissa bits,
     and its rounding alone would exceed TOLERANCE and undo every fold on a GPU."""
-    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
+    return backend_flags((torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False))
 
 
 def _same(model: nn.Module, layer: str, probe: torch.Tensor, reference: torch.Tensor) -> bool:
