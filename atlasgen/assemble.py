@@ -82,6 +82,7 @@ def site_data(config: Config, plans: Sequence[ModelPlan], cache: Cache) -> SiteD
         title=config.site.title, authors=list(config.site.authors), url=config.site.url, version=atlasgen.__version__,
         built=datetime.date.today().isoformat(), config_digest=atlas_version(plans)[:12], image_format=config.site.images.format,
         models=models, unit_sections=sections, preview=config.preview, file_digests=digests,
+        visualization_format=config.site.images.visualizations,
         layer_sections=[s.layer_section for s in stages.all_stages() if s.layer_section],
     )
 

@@ -316,6 +316,7 @@ def _missing(cache: Cache, tasks: Sequence[Task], force: bool, summary: BuildSum
 
 def _render(config: Config, plans: Sequence[ModelPlan], cache: Cache, options: BuildOptions, summary: BuildSummary) -> None:
     from atlasgen.render import render_site
+    from atlasgen.render.writer import over_budget
 
     output = options.output or config.site.output
     with few_full_collections():
@@ -323,6 +324,12 @@ def _render(config: Config, plans: Sequence[ModelPlan], cache: Cache, options: B
                              adopt=options.adopt, raw_html=config.site.raw_html_notes)
     summary.output, summary.pages, summary.bytes = output, report.pages, report.bytes
     summary.warnings += report.warnings
+    over, message = over_budget(report.bytes, config.site.budget_mb)
+    if over:
+        raise AtlasError(f"{message} (the site is written to {output})")
+    if message:
+        log.warning("%s", message)
+        summary.warnings.append(message)
 
 
 def _render_from_saved_plan(config: Config, cache: Cache, key: str | None, options: BuildOptions, summary: BuildSummary) -> bool:

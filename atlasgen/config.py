@@ -59,6 +59,10 @@ class SiteConfig:
         False, boolean, "keep the notes' HTML as written (scripts included): only for notes you trust; "
         "otherwise notes are sanitized to what Markdown writes"
     )
+    budget_mb: float = setting(
+        1000, number(0), "largest site the build accepts, in MB (10^6 bytes; GitHub Pages publishes at most 1,000): "
+        "above it the build ends with an error once the site is written, above 80% of it with a warning; 0 = no limit"
+    )
     images: ImageSettings = section(ImageSettings, "image files of the site")
 
 

@@ -104,9 +104,14 @@ def channel_range(config: ModelConfig, layer: LayerInfo) -> range:
 
 
 def shard(tasks: Iterable[Task], rank: int, world: int) -> list[Task]:
-    """This rank's share: a deterministic split, so every task is computed exactly once."""
+    """This rank's share: a deterministic split, so every task is computed exactly once. Each
+    kind is dealt out on its own, so kinds with one task per unit give a unit's tasks to one
+    rank (the files a stage derives from another stage's results are made where those are)."""
     ordered = sorted(tasks, key=Task.sort_key)
-    return ordered[rank::world]
+    by_kind: dict[tuple[str, str], list[Task]] = {}
+    for task in ordered:
+        by_kind.setdefault((task.model, task.kind), []).append(task)
+    return [task for same in by_kind.values() for task in same[rank::world]]
 
 
 def dataset_path(model: ModelConfig, cache: Cache) -> Path:

@@ -178,9 +178,18 @@ class ImageSettings:
     """Image files of the site."""
 
     format: str = setting(
-        "webp", choice("webp", "jpeg", "png"), "format of dataset patches; visualizations are always PNG"
+        "webp", choice("webp", "jpeg", "png"), "format of dataset patches (visualizations: `visualizations`)"
     )
     quality: int = setting(85, integer(1, 100), "WebP and JPEG quality")
+    visualizations: str = setting(
+        "png", choice("png", "jpeg"), "format of feature visualizations on the site: png, lossless, the pixels their "
+        "values were measured on; or jpeg at `quality` with full colour resolution, about a third of the bytes (values "
+        "stay the lossless images'); switching only re-encodes, the optimization is not redone"
+    )
+
+    def patch_inputs(self) -> dict:
+        """What dataset patches are encoded with: the key inputs of the stages that write them."""
+        return {"format": self.format, "quality": self.quality}
 
 
 @dataclass(frozen=True)

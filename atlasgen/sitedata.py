@@ -144,11 +144,12 @@ class SiteData:
     version: str  # atlasgen version
     built: str  # build date, ISO YYYY-MM-DD
     config_digest: str  # the atlas's version: digest of what determines its content (atlasversion.py)
-    image_format: str  # "webp", "jpeg" or "png": the format of the image files
+    image_format: str  # "webp", "jpeg" or "png": the format of the dataset patches
     models: list[ModelData] = field(default_factory=list)
     note_html: str = ""
     unit_sections: list[str] = field(default_factory=list)  # templates the unit page includes, one per stage that has one
     layer_sections: list[str] = field(default_factory=list)  # templates the layer page includes, likewise
     preview: bool = False  # built with [build] preview: every page says it is not the real atlas
+    visualization_format: str = "png"  # "png" (the pixels the values were measured on) or "jpeg" (a copy)
     # image file (as a string) -> its SHA-256 where already known (the cache's verified meta), so render need not read it twice
     file_digests: dict[str, str] = field(default_factory=dict)

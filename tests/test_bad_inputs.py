@@ -47,6 +47,8 @@ CASES = [
     ("input too small", HEAD + '[[models]]\nname = "f"\narch = "nets.py:deep"\ninput_size = 8\ndataset = "images"\n',
      ["models[0]: the model fails on a 8x8 input", "set input_size to a size the model accepts"]),
     ("output not writable", HEAD.replace("[build]", '[site]\noutput = "afile/site"\n[build]') + DEMO, ["afile", "not writable"]),
+    ("site over its budget", HEAD.replace("[build]", "[site]\nbudget_mb = 0.001\n[build]") + DEMO,
+     ["MB, over site.budget_mb = 0.001", 'visualizations = "jpeg"', "the site is written to"]),
     ("cuda not available", HEAD.replace('device = "cpu"', 'device = "cuda:3"') + DEMO, ["cuda:3", "not available", "device = \"cpu\""]),
 ]
 

@@ -114,11 +114,20 @@ def test_folder_and_size_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     for i in range(6):
         (crowded / f"{i}.txt").write_text("x" * 10)
     monkeypatch.setattr(render, "FOLDER_ENTRY_WARNING", 5)
-    monkeypatch.setattr(render, "SIZE_WARNING_BYTES", 50)
     files, total, warnings = site_size_warnings(tmp_path)
     assert (files, total) == (6, 60)
     assert any("crowded has 6 entries" in w for w in warnings)
-    assert any("GitHub Pages" in w and "limit" in w for w in warnings)
+
+
+def test_size_budget() -> None:
+    from atlasgen.render.writer import over_budget
+
+    assert over_budget(799_000_000, 1000) == (False, None)
+    near, message = over_budget(801_000_000, 1000)
+    assert not near and "801.0 MB, near site.budget_mb = 1,000" in message
+    over, message = over_budget(1_000_000_001, 1000)
+    assert over and "over site.budget_mb" in message and 'visualizations = "jpeg"' in message
+    assert over_budget(10**12, 0) == (False, None)  # 0: no limit
 
 
 # --------------------------------------------------------------------------- layer page

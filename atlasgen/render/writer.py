@@ -34,8 +34,7 @@ except ImportError:  # not on Windows: copies only
 
 log = logging.getLogger(__name__)
 
-PAGES_LIMIT_BYTES = 1_000_000_000  # GitHub Pages refuses published sites above 1 GB
-SIZE_WARNING_BYTES = 800_000_000
+BUDGET_WARNING_SHARE = 0.8  # of [site] budget_mb: the summary warns above it
 FOLDER_ENTRY_WARNING = 3000  # GitHub Pages (and git) get slow with larger folders
 FILE_WARNING_BYTES = 100_000_000  # GitHub's per-file limit
 FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write (btrfs, XFS, bcachefs)
@@ -302,9 +301,19 @@ def site_size_warnings(output: Path, known: dict[str, dict] | None = None) -> tu
             if size > FILE_WARNING_BYTES:
                 rel = (Path(folder) / name).relative_to(output).as_posix()
                 warnings.append(f"{rel} is {size / 1e6:.0f} MB; GitHub refuses files above 100 MB")
-    if total > SIZE_WARNING_BYTES:
-        warnings.append(
-            f"the site is {total / 1e6:.0f} MB, near GitHub Pages' {PAGES_LIMIT_BYTES // 1_000_000_000} GB limit: "
-            "use a smaller image size, fewer examples, or jpeg/webp images"
-        )
     return files, total, warnings
+
+
+def over_budget(total: int, budget_mb: float) -> tuple[bool, str | None]:
+    """(whether the site's `total` bytes exceed `budget_mb`, what to say about it) for the
+    `[site] budget_mb` setting; nothing to say under BUDGET_WARNING_SHARE of it, or without one."""
+    if budget_mb <= 0 or total <= BUDGET_WARNING_SHARE * budget_mb * 1e6:
+        return False, None
+    over = total > budget_mb * 1e6
+    where = "over" if over else "near"
+    return over, (
+        f"the site is {total / 1e6:,.1f} MB, {where} site.budget_mb = {budget_mb:,g} (GitHub Pages publishes at most "
+        '1,000): set [site.images] visualizations = "jpeg" (only re-encodes them, about a third of the bytes), a '
+        "smaller visualize.size or examples.patch_size, or fewer objectives or examples; or raise site.budget_mb "
+        "(0 = no limit)"
+    )

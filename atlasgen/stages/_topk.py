@@ -6,7 +6,6 @@ functions that run the model."""
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import logging
 from typing import TYPE_CHECKING, Any
@@ -54,7 +53,7 @@ def top_k_tasks(kind: str, version: int, basis: KeyBasis, settings: Any, **input
     top_k = min(settings.top_k, basis.config.stages.examples.top_k)
     return [make_task(kind, version, basis.config.name, layer.name, None,
                       {"examples": examples[layer.name].key, "channels": channels, "top_k": top_k,
-                       "images": dataclasses.asdict(basis.images), **inputs})
+                       "images": basis.images.patch_inputs(), **inputs})
             for layer, channels in selected_layers(basis, settings, kind)]
 
 

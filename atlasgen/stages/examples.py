@@ -23,7 +23,7 @@ class Examples(Stage):
         for speed_only in ("batch_size", "workers"):
             settings.pop(speed_only)
         inputs = {"dataset": basis.fingerprint, "preprocess": dataclasses.asdict(basis.preprocess),
-                  "examples": settings, "images": dataclasses.asdict(basis.images)}
+                  "examples": settings, "images": basis.images.patch_inputs()}
         return [make_task(self.name, self.version, basis.config.name, layer.name, None,
                           {**basis.model_inputs(layer.name), **inputs}) for layer in basis.layers]
 
