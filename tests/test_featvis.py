@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atlasgen import objectives
 from atlasgen.errors import AtlasError
 from atlasgen.featvis import VisResult, pick_device, visualize_channels
 from atlasgen.featvis.batch import ImageSpec, image_seed
@@ -102,17 +105,51 @@ def test_colour_and_orientation_channels_show_their_feature():
 
 
 def test_same_channel_alone_or_in_a_batch_gives_the_same_image():
-    # neuron reads its activations through each image's own view (follows_view)
-    settings = tiny_settings(objectives=("channel", "neuron", "diversity"), steps=12, size=24)
+    # neuron reads its activations through each image's own view (follows_view); negative
+    # steps at its own learning rate over the last octave (lr_end)
+    kinds = ("channel", "negative", "neuron", "diversity")
+    settings = tiny_settings(objectives=kinds, steps=12, size=24)
     alone = visualize_channels(random_net(), "relu2", [3], settings, CENTRED, CPU)
     crowd = visualize_channels(random_net(), "relu2", [0, 1, 2, 3, 4, 5], settings, CENTRED, CPU)
     split = visualize_channels(random_net(), "relu2", [5, 3, 1], tiny_settings(
-        objectives=("channel", "neuron", "diversity"), steps=12, size=24, batch_size=3), CENTRED, CPU)
-    for objective in ("channel", "neuron", "diversity"):
+        objectives=kinds, steps=12, size=24, batch_size=3), CENTRED, CPU)
+    for objective in kinds:
         assert psnr(alone.images[objective][0], crowd.images[objective][3]) > 40
         assert psnr(alone.images[objective][0], split.images[objective][1]) > 40
     # Different channels really do differ, so the comparison above is not vacuous.
     assert psnr(crowd.images["channel"][0], crowd.images["channel"][3]) < 30
+
+
+@contextmanager
+def negative_ending_at(end: float):
+    """The negative objective, registered with another learning-rate end for the block."""
+    original = objectives.get("negative")
+    del objectives._REGISTRY["negative"]
+    objectives.register(dataclasses.replace(original, lr_end=end))
+    try:
+        yield
+    finally:
+        del objectives._REGISTRY["negative"]
+        objectives.register(original)
+
+
+def test_an_objectives_own_learning_rate_end_applies_to_its_images_alone():
+    end = objectives.get("negative").lr_end
+    assert end < 1.0
+    settings = tiny_settings(objectives=("channel", "negative"), steps=16, size=24)
+    last = settings.octaves[-1]
+    lowered = dataclasses.replace(settings, octaves=settings.octaves[:-1] + (
+        dataclasses.replace(last, lr=(last.lr[0], last.lr[1] * end)),))
+    own = visualize_channels(random_net(), "conv2", [3], settings, CENTRED, CPU)
+    with negative_ending_at(1.0):
+        shared = visualize_channels(random_net(), "conv2", [3], settings, CENTRED, CPU)
+        everyone_lowered = visualize_channels(random_net(), "conv2", [3], lowered, CENTRED, CPU)
+    # The negative image steps at its own end, as if the whole schedule ended there ...
+    assert psnr(own.images["negative"][0], everyone_lowered.images["negative"][0]) > 45
+    assert psnr(own.images["negative"][0], shared.images["negative"][0]) < 40  # (which differs)
+    # ... and the channel image in its batch at the shared end, exactly as without it.
+    assert np.array_equal(own.images["channel"][0], shared.images["channel"][0])
+    assert psnr(own.images["channel"][0], everyone_lowered.images["channel"][0]) < 40
 
 
 def test_same_seed_reproduces_and_another_seed_differs():

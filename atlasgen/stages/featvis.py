@@ -28,8 +28,9 @@ def batch_settings(settings):
 
 def key_settings(settings) -> dict:
     """The visualization settings that affect results: all but the batch size, with the options
-    (given or default) of the selected objectives that have options; none when no selected
-    objective has any, so keys made before objectives had options still match."""
+    (given or default) of the selected objectives that have options and the learning-rate ends
+    of those that declare their own; none when no selected objective has any, so keys made
+    before objectives had them still match."""
     settings = batch_settings(settings)
     data = dataclasses.asdict(settings)
     data.pop("batch_size")
@@ -38,6 +39,10 @@ def key_settings(settings) -> dict:
                if objectives.get(name).options is not None}
     if options:
         data["options"] = options
+    # An objective's own learning-rate end (`Objective.lr_end`) shapes its images like a setting.
+    ends = {name: objectives.get(name).lr_end for name in settings.objectives if objectives.get(name).lr_end != 1.0}
+    if ends:
+        data["lr_end"] = ends
     return data
 
 
