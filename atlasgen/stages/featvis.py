@@ -28,9 +28,8 @@ def batch_settings(settings):
 
 def key_settings(settings) -> dict:
     """The visualization settings that affect results: all but the batch size, with the options
-    (given or default) of the selected objectives that have options and the learning-rate ends
-    of those that declare their own; none when no selected objective has any, so keys made
-    before objectives had them still match."""
+    (given or default) of the selected objectives that have options; none when no selected
+    objective has any, so keys made before objectives had options still match."""
     settings = batch_settings(settings)
     data = dataclasses.asdict(settings)
     data.pop("batch_size")
@@ -39,10 +38,6 @@ def key_settings(settings) -> dict:
                if objectives.get(name).options is not None}
     if options:
         data["options"] = options
-    # An objective's own learning-rate end (`Objective.lr_end`) shapes its images like a setting.
-    ends = {name: objectives.get(name).lr_end for name in settings.objectives if objectives.get(name).lr_end != 1.0}
-    if ends:
-        data["lr_end"] = ends
     return data
 
 
@@ -64,7 +59,7 @@ def channels_per_call(settings, device) -> int:
 
 class FeatureVisualization(Stage):
     name = "featvis"
-    version = 4  # 2: pad and jitter as fractions of the image; neuron objectives follow the view; 3: BatchNorm folded, blur scaled to the field; 4: clamp instead of sigmoid, half the blur, no random views over a pixel-scale unit's last octave
+    version = 5  # 2: pad and jitter as fractions of the image; neuron objectives follow the view; 3: BatchNorm folded, blur scaled to the field; 4: clamp instead of sigmoid, half the blur, no random views over a pixel-scale unit's last octave; 5: a pixel-scale unit's last octave in RGB pixels, the negative objective's own learning-rate end
     order = 40
     title = "feature visualization"
 
