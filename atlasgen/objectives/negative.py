@@ -5,8 +5,8 @@ often a floor where nothing before it fires, and any noise the last steps leave 
 below it (benchmarks/fidelity.py, the small model's conv3 channel 0 at 64 px: -0.95 against the
 dataset's lowest -1.00 at the shared end, -1.035 at a quarter; the other negative images of
 conv2-conv4 end 8-17% less deep, medians per layer of both models, still far below the dataset's
-lowest, and look the same). The
-other objectives keep the shared end: at a quarter, their images of conv2-conv4 ended 4-27% lower."""
+lowest, and look the same). The other objectives keep the shared end: at a quarter, their images
+of conv2-conv4 ended 4-27% lower."""
 
 from atlasgen.objectives import Objective, register
 from atlasgen.objectives._common import channel_mean_score, own_channel_mean
