@@ -168,7 +168,7 @@ def optimize_batch(
 ) -> torch.Tensor:
     """Optimize one batch through every octave; returns float images (B, 3, size, size) on the CPU.
     `blur` scales every octave's blur (see `field.blur_scale`); `still_last_octave` drops the
-    random views over the last octave (see `field.pixel_scale`)."""
+    random views over the last octave and optimizes its RGB pixels there (see `field.pixel_scale`)."""
     plan = octave_plan(settings)
     total_steps = sum(o.steps for o in plan)
     generators = [torch.Generator().manual_seed(image_seed(settings.seed, s)) for s in specs]
@@ -181,15 +181,18 @@ def optimize_batch(
     normalize = _normalizer(preprocess, device)
     autocast, scaler = autocast_for(device)
     ranges = TransformRanges(settings.pad, settings.jitter, tuple(settings.scale), settings.rotate)
+    ends = [objectives.get(s.objective).lr_end for s in specs]
     step = 0
     for octave in plan:
-        if octave.size != param.size:
-            param = _resized(param, octave.size)
+        pixels = still_last_octave and octave is plan[-1]
+        if octave.size != param.size or pixels:
+            param = _resized(param, octave.size, pixels)
         optimizer = torch.optim.Adam([param.params], lr=octave.lr[0], eps=ADAM_EPS)
         for k in range(octave.steps):
             t = k / (octave.steps - 1) if octave.steps > 1 else 0.0
             for group in optimizer.param_groups:
                 group["lr"] = octave.lr[0] + (octave.lr[1] - octave.lr[0]) * t
+            rates = image_rates(octave.lr, t, ends, device) if octave is plan[-1] else None
             optimizer.zero_grad(set_to_none=True)
             # Over the last octave the transforms fade to the identity view, on which the image is
             # scored: robust structure is laid down first, then exact detail (borders, a neuron's
@@ -203,6 +206,7 @@ def optimize_batch(
             if record is not None:
                 record(step, specs, acts.detach())
             loss = objective.loss(acts, theta)
+            before = param.params.detach().clone() if rates is not None else None
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -213,6 +217,8 @@ def optimize_batch(
                 loss.backward()
                 _normalize_gradients(param.params)
                 optimizer.step()
+            if before is not None:
+                _scale_steps(param.params, before, rates)
             param.blur(blur * (octave.blur[0] + (octave.blur[1] - octave.blur[0]) * t))
             step += 1
             if progress is not None:
@@ -242,6 +248,24 @@ def _optimize_fitting(run: Callable[[list[ImageSpec]], torch.Tensor], layer: str
         return [image for part in pack_batches(specs, half) for image in _optimize_fitting(run, layer, part, smallest)]
 
 
+def image_rates(lr: tuple[float, float], t: float, ends: list[float], device: torch.device) -> torch.Tensor | None:
+    """(B,) each image's learning rate over the shared one at fraction `t` of the last octave
+    (`lr`: its configured start and end), the end scaled by the image's objective's `lr_end`;
+    None when every image keeps the shared rate."""
+    shared = lr[0] + (lr[1] - lr[0]) * t
+    if all(end == 1.0 for end in ends) or shared <= 0:  # a zero shared rate is zero for all
+        return None
+    return torch.tensor([(lr[0] + (lr[1] * end - lr[0]) * t) / shared for end in ends], device=device)
+
+
+def _scale_steps(params: torch.Tensor, before: torch.Tensor, rates: torch.Tensor) -> None:
+    """Scale each image's optimizer step by its rate. Adam's step is linear in the learning
+    rate and its moments do not depend on it, so this is Adam at each image's own rate; lerp
+    returns the new value exactly where the rate is 1, so those images are as without it."""
+    with torch.no_grad():
+        params.copy_(torch.lerp(before, params, rates.view((-1,) + (1,) * (params.dim() - 1))))
+
+
 def _normalize_gradients(params: torch.Tensor) -> None:
     """Scale each image's gradient to unit RMS (per image, so batch-independent)."""
     grad = params.grad
@@ -252,12 +276,16 @@ def _normalize_gradients(params: torch.Tensor) -> None:
     grad.div_(torch.where(rms > 0, rms, torch.ones_like(rms)).view((-1,) + (1,) * (grad.dim() - 1)))
 
 
-def _resized(param: ImageParam, size: int) -> ImageParam:
-    """Upsample the current image and re-express it as parameters of the new size."""
+def _resized(param: ImageParam, size: int, pixels: bool = False) -> ImageParam:
+    """Upsample the current image and re-express it as parameters of the new size; `pixels`:
+    as its RGB pixels (no spectrum, no colour decorrelation)."""
     with torch.no_grad():
-        image = F.interpolate(param.image(), size=(size, size), mode="bilinear", align_corners=False)
-    shape = (image.shape[0],) + ImageParam.shape_for(size, param.fft)
-    new = ImageParam(torch.zeros(shape, device=image.device), size, param.fft, param.decorrelate)
+        image = param.image()
+        if size != param.size:
+            image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+    fft, decorrelate = (False, False) if pixels else (param.fft, param.decorrelate)
+    shape = (image.shape[0],) + ImageParam.shape_for(size, fft)
+    new = ImageParam(torch.zeros(shape, device=image.device), size, fft, decorrelate)
     new.set_image(image)
     new.params.requires_grad_(True)
     return new

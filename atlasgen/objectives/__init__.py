@@ -41,6 +41,11 @@ class Objective:
     # it that channel alone (rows 0..n-1, channel 0), resampled to undo each image's random
     # view, so a unit it picks stays on the content it optimizes (transforms.align_to_image).
     follows_view: bool = False
+    # Where its images' learning rate ends, as a multiple of the last octave's configured end
+    # (the last octave's linear decay runs from its start to that). The rest of the schedule is
+    # shared; each image steps at its own objective's rate in a shared batch, so an image is the
+    # same alone or among others (`atlasgen.featvis.optimize.image_rates`).
+    lr_end: float = 1.0
     # Optimized by its own loop (a recipe of its own, `atlasgen.featvis.article`) and cached by
     # its own stage, not in the shared batches of `atlasgen.featvis.optimize`.
     own_loop: bool = False
