@@ -67,7 +67,7 @@ def main() -> None:
     print(f"| model | layer | images | PNG kB per image | JPEG q{args.quality} 4:4:4 kB | JPEG / PNG | "
           "JPEG copy's activation / lossless, median (worst) |")
     print("|---|---|---|---|---|---|---|")
-    totals = {"png": [], "jpeg": []}
+    totals: dict[str, dict[str, list[int]]] = {}  # model -> format -> bytes of each image
     for name, model, preprocess, layers in models(args.models):
         for layer in layers:
             with torch.no_grad():
@@ -89,15 +89,17 @@ def main() -> None:
                     exact, _ = final_scores(model, layer, as_float([decoded(a) for a, _ in coded]), specs, settings, preprocess, cpu)
                     copy, _ = final_scores(model, layer, as_float([decoded(b) for _, b in coded]), specs, settings, preprocess, cpu)
                     ratios += [float(c / e) for c, e in zip(copy, exact) if abs(float(e)) > 1e-6]
-            totals["png"] += png
-            totals["jpeg"] += jpeg
+            totals.setdefault(name, {"png": [], "jpeg": []})
+            totals[name]["png"] += png
+            totals[name]["jpeg"] += jpeg
             ratio = f"{np.median(ratios):.3f} ({min(ratios):.3f})" if ratios else "n/a"
             print(f"| {name} | {layer} | {len(png)} | {np.mean(png) / 1e3:.1f} | {np.mean(jpeg) / 1e3:.1f} | "
                   f"{np.mean(jpeg) / np.mean(png):.2f} | {ratio} |", flush=True)
     per_unit = settings.diversity + 3
-    for fmt, sizes in totals.items():
-        print(f"{fmt}: {np.mean(sizes) / 1e3:.1f} kB per image over {len(sizes)}; a whole GoogLeNet atlas "
-              f"({GOOGLENET_UNITS} units x {per_unit} images): {GOOGLENET_UNITS * per_unit * np.mean(sizes) / 1e6:,.0f} MB")
+    for name, formats in totals.items():
+        for fmt, sizes in formats.items():
+            print(f"{name} {fmt}: {np.mean(sizes) / 1e3:.1f} kB per image over {len(sizes)}; at that, a whole GoogLeNet "
+                  f"atlas ({GOOGLENET_UNITS} units x {per_unit} images): {GOOGLENET_UNITS * per_unit * np.mean(sizes) / 1e6:,.0f} MB")
 
 
 if __name__ == "__main__":
