@@ -20,7 +20,7 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from atlasgen.atomic import clean_leftovers, replace_with
+from atlasgen.atomic import clean_leftovers, raise_if_full, replace_with
 from atlasgen.digest import file_digest, file_sha256
 from atlasgen.errors import AtlasError
 from atlasgen.folders import MANIFEST_NAME, SHOWN, inside_without_links, read_manifest
@@ -164,8 +164,10 @@ class SiteWriter:
         if found is not None and _unchanged(before, found, digest):
             self.records[rel] = before
             return
-        if not (found is not None and found.st_size == len(data) and _read(path) == data):
-            found = _replace(path, lambda fd: os.write(fd, data) if data else None)
+        if found is None:
+            found = _create(path, lambda fd: _write_all(fd, data))
+        elif not (found.st_size == len(data) and _read(path) == data):
+            found = _replace(path, lambda fd: _write_all(fd, data))
         self.records[rel] = _record(digest, found if found is not None else os.stat(path))
 
     def _copy(self, rel: str, source: Path) -> None:
@@ -180,7 +182,11 @@ class SiteWriter:
                 self._keep(rel, dict(before))
                 return
         hashed: list[str] = []
-        found = _replace(path, lambda fd: self._clone(source, fd, hashed if digest is None else None))
+
+        def fill(fd: int) -> None:
+            self._clone(source, fd, hashed if digest is None else None)
+
+        found = _create(path, fill) if found is None else _replace(path, fill)
         self._keep(rel, _record(digest or (hashed[0] if hashed else file_digest(source)), found))
 
     def _keep(self, rel: str, record: dict) -> None:
@@ -202,9 +208,7 @@ class SiteWriter:
             data = src.read()
         if hashed is not None:
             hashed.append(hashlib.sha256(data).hexdigest())
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
 
     def _remove_stale(self) -> list[str]:
         """Remove files the previous build wrote and this one did not, unless changed since."""
@@ -250,6 +254,36 @@ def _record(digest: str, found: os.stat_result) -> dict:
 def _read(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _create(path: str, fill: Callable[[int], object]) -> os.stat_result:
+    """A file that was absent when the plan was checked: created in its place and filled there,
+    without a temporary to rename (a cold build creates 100,000 of them, and on a busy disk each
+    rename costs about as much as the file). `O_EXCL` never opens what appeared since, and never
+    follows a link; if anything did appear (a build writing the same folder at the same time), the
+    file is replaced atomically as usual. A build killed while filling leaves a short file that
+    the manifest, written first, already lists without a digest, so the next build rewrites it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except FileExistsError:
+        return _replace(path, fill)
+    try:
+        fill(fd)
+        found = os.fstat(fd)
+    except BaseException as exc:
+        os.close(fd)
+        os.unlink(path)
+        if isinstance(exc, OSError):
+            raise_if_full(exc, Path(path).parent)
+        raise
+    os.close(fd)
+    return found
 
 
 def _replace(path: str, fill: Callable[[int], object]) -> os.stat_result:
