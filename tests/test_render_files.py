@@ -16,7 +16,7 @@ from atlasgen.render import render_site
 from atlasgen.render.imagesize import header_size, image_size
 from atlasgen.render.urls import _relpath
 from atlasgen.render.writer import MANIFEST_NAME
-from sitefixture import make_site_data
+from sitefixture import make_site_data, site_link_problems
 
 
 @pytest.mark.parametrize("fmt, options", [
@@ -301,3 +301,71 @@ def test_a_build_killed_while_creating_files_is_repaired_by_the_next(tmp_path: P
     assert len(cut) == 1 and len(left[cut[0]]) < len(clean[cut[0]])  # the file it was filling, cut short
     render_site(make_site_data(tmp_path / "cache"), out)
     assert _files(out) == clean
+
+
+# --------------------------------------------------------------------------- example images shown by several pages
+
+
+def _with_digests(site) -> None:  # noqa: ANN001
+    """What assembly hands the render: the cache's verified digest of every image."""
+    paths = [p for m in site.models for lv in m.layers for u in lv.units
+             for p in [*u.images.values(), *(x for ex in (*u.top, *u.bottom) for x in (ex.patch, ex.heatmap))] if p is not None]
+    site.file_digests = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def _img_sources(page: Path) -> dict[str, str]:
+    """alt -> the file each <img> of the page shows, relative to the site."""
+    import re
+
+    found = {}
+    for tag in re.findall(r"<img [^>]*>", page.read_text()):
+        src, alt = re.search(r'src="([^"]+)"', tag).group(1), re.search(r'alt="([^"]*)"', tag).group(1)
+        found[alt] = (page.parent / src).resolve()
+    return found
+
+
+def test_an_example_image_several_pages_show_is_published_once_for_its_layer(tmp_path: Path) -> None:
+    import shutil
+
+    site = make_site_data(tmp_path / "cache")
+    units = site.models[0].layers[0].units
+    twin_copy = tmp_path / "cache" / "elsewhere.webp"  # another cache entry with the same bytes
+    shutil.copyfile(units[0].top[0].patch, twin_copy)
+    own = units[1].top[0].patch
+    units[1].top[0].patch = twin_copy
+    _with_digests(site)
+    out = tmp_path / "site"
+    report = render_site(site, out)
+
+    digest = site.file_digests[str(twin_copy)]
+    shared = out / "demo/conv1/examples" / digest[0] / f"{digest[:32]}.webp"
+    assert shared.read_bytes() == twin_copy.read_bytes()
+    pages = [_img_sources(out / f"demo/conv1/{u.channel}/index.html") for u in units[:2]]
+    shows = [[alt for alt, file in page.items() if file == shared.resolve()] for page in pages]
+    assert [len(s) for s in shows] == [1, 1] and "channel 0" in shows[0][0] and "channel 1" in shows[1][0]  # alt of its own
+    assert not (out / "demo/conv1/0/top-0.webp").exists() and not (out / "demo/conv1/1/top-0.webp").exists()
+    assert (out / "demo/conv1/2/top-0.webp").is_file()  # shown once: beside its page, as before
+    twin = json.loads((out / "demo/conv1/index.json").read_text())
+    tops = {u["channel"]: u["examples"]["top"][0]["patch"] for u in twin["units"]}
+    assert (out / "demo/conv1" / tops[0]).resolve() == (out / "demo/conv1" / tops[1]).resolve() == shared.resolve()
+    assert site_link_problems(out) == [] and report.files == sum(1 for p in out.rglob("*") if p.is_file())
+
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_NAME}
+    render_site(site, out)  # nothing changed: nothing rewritten, the same pages
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_NAME} == before
+
+    units[1].top[0].patch = own  # shown once again: back beside its page, the shared file removed
+    _with_digests(site)
+    render_site(site, out)
+    assert not (out / "demo/conv1/examples").exists()
+    assert (out / "demo/conv1/0/top-0.webp").is_file() and (out / "demo/conv1/1/top-0.webp").read_bytes() == own.read_bytes()
+    assert site_link_problems(out) == []
+
+
+def test_without_known_digests_every_example_stays_beside_its_page(tmp_path: Path) -> None:
+    site = make_site_data(tmp_path / "cache")
+    units = site.models[0].layers[0].units
+    units[1].top[0].patch = units[0].top[0].patch  # the same file, but the render is not told its digest
+    render_site(site, tmp_path / "site")
+    assert (tmp_path / "site/demo/conv1/0/top-0.webp").read_bytes() == (tmp_path / "site/demo/conv1/1/top-0.webp").read_bytes()
+    assert not (tmp_path / "site/demo/conv1/examples").exists()

@@ -73,6 +73,8 @@ class SiteWriter:
         """The pixel size of the image `source` copied to `rel`: from the last build's record of
         `rel` when that was a copy of the same bytes, else from the file's header (a rebuild would
         otherwise read the header of every image of the site again)."""
+        if rel in self._sizes:  # an image several pages show, published once
+            return self._sizes[rel]
         before = self.previous.get(rel, {})
         if "width" in before and before.get("sha256") == self.digests.get(os.fspath(source)):
             size = before["width"], before["height"]
