@@ -4,9 +4,11 @@ Every file is first planned, then the whole plan is checked against the folder, 
 then is anything written: a file atlasgen did not write (one not in the manifest of the
 previous build) is never overwritten, and no write goes through a symbolic link. A rebuild
 removes only files the previous build listed, this one did not write, and that nobody
-changed since. Site images are reflinked from the cache where the file system can
-(copy-on-write: editing one never changes the other), else copied; never hard-linked, since
-image optimizers rewrite files in place. Also here: GitHub Pages' limits.
+changed since. A file that replaces another is written beside it and renamed over it, so a
+reader sees the old one or the new one; a new file is created in its place (`O_EXCL`). Site
+images are reflinked from the cache where the file system can (copy-on-write: editing one
+never changes the other), else copied; never hard-linked, since image optimizers rewrite
+files in place. Also here: GitHub Pages' limits.
 """
 
 from __future__ import annotations
@@ -265,12 +267,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _create(path: str, fill: Callable[[int], object]) -> os.stat_result:
-    """A file that was absent when the plan was checked: created in its place and filled there,
-    without a temporary to rename (a cold build creates 100,000 of them, and on a busy disk each
-    rename costs about as much as the file). `O_EXCL` never opens what appeared since, and never
-    follows a link; if anything did appear (a build writing the same folder at the same time), the
-    file is replaced atomically as usual. A build killed while filling leaves a short file that
-    the manifest, written first, already lists without a digest, so the next build rewrites it."""
+    """A file that was absent when the plan was checked, created in its place and filled there:
+    no temporary to rename, about a fifth less time per file (a first build creates 60,000 of
+    them). `O_EXCL` never opens what appeared since, and never follows a link; if anything did
+    appear (a build writing the same folder at the same time), the file is replaced atomically as
+    usual. A build killed while filling leaves a short file that does not match its record in the
+    manifest (written first), so the next build rewrites it."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except FileExistsError:
