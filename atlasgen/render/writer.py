@@ -13,6 +13,7 @@ files in place. Also here: GitHub Pages' limits.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -282,7 +283,8 @@ def _create(path: str, fill: Callable[[int], object]) -> os.stat_result:
         found = os.fstat(fd)
     except BaseException as exc:
         os.close(fd)
-        os.unlink(path)
+        with contextlib.suppress(OSError):  # the part written is ours; already gone is fine
+            os.unlink(path)
         if isinstance(exc, OSError):
             raise_if_full(exc, Path(path).parent)
         raise
