@@ -16,7 +16,7 @@ from atlasgen.render import render_site
 from atlasgen.render.imagesize import header_size, image_size
 from atlasgen.render.urls import _relpath
 from atlasgen.render.writer import MANIFEST_NAME
-from sitefixture import make_site_data
+from sitefixture import make_site_data, site_link_problems
 
 
 @pytest.mark.parametrize("fmt, options", [
@@ -194,3 +194,178 @@ def test_full_collections_are_deferred_while_rendering_and_resume_after(tmp_path
     render_site(make_site_data(tmp_path / "cache"), tmp_path / "site")
     assert seen[0][:2] == before[:2] and seen[0][2] > before[2]
     assert gc.get_threshold() == before
+
+
+# --------------------------------------------------------------------------- files created in place
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+
+
+def test_a_cold_render_creates_its_files_in_place_without_renaming_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    site = make_site_data(tmp_path / "cache")
+    renames: list[str] = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: renames.append(os.fspath(dst)) or real(src, dst))
+    render_site(site, tmp_path / "site")
+    files = _files(tmp_path / "site")
+    assert len(files) > 50 and {Path(r).name for r in renames} == {MANIFEST_NAME}  # the manifest alone is renamed
+    renames.clear()
+    render_site(site, tmp_path / "site")  # nothing changed: nothing written
+    assert {Path(r).name for r in renames} <= {MANIFEST_NAME} and _files(tmp_path / "site") == files
+
+
+def test_a_file_that_appears_after_the_check_is_replaced_not_written_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atlasgen.render.writer import SiteWriter
+
+    outside = tmp_path / "outside.webp"
+    outside.write_bytes(b"not atlasgen's")
+    real = SiteWriter.check
+
+    def check_then_link(self: SiteWriter) -> None:  # a link made between the check and the write
+        real(self)
+        (self.output / "demo/conv1/0").mkdir(parents=True)
+        (self.output / "demo/conv1/0/channel.webp").symlink_to(outside)
+        (self.output / "demo/conv1/0/index.html").symlink_to(outside)
+
+    monkeypatch.setattr(SiteWriter, "check", check_then_link)
+    site = make_site_data(tmp_path / "cache")
+    render_site(site, tmp_path / "site")
+    assert outside.read_bytes() == b"not atlasgen's"
+    for name in ("channel.webp", "index.html"):
+        path = tmp_path / "site/demo/conv1/0" / name
+        assert not path.is_symlink() and path.is_file()
+    assert (tmp_path / "site/demo/conv1/0/channel.webp").read_bytes() == site.models[0].layers[0].units[0].images["channel"].read_bytes()
+
+
+def test_a_full_disk_while_creating_a_file_leaves_no_part_of_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from atlasgen.errors import AtlasError
+
+    writes = []
+    real = os.write
+
+    def fill_up(fd: int, data: bytes) -> int:
+        writes.append(fd)
+        if len(writes) == 40:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", fill_up)
+    with pytest.raises(AtlasError, match="no space left"):
+        render_site(make_site_data(tmp_path / "cache"), tmp_path / "site")
+    monkeypatch.undo()
+    clean = tmp_path / "clean"
+    render_site(make_site_data(tmp_path / "cache"), clean)
+    written = _files(tmp_path / "site")
+    assert 0 < len(written) < len(_files(clean))
+    assert all(written[rel] == data for rel, data in _files(clean).items() if rel in written)  # no short file left
+
+
+KILLED = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import atlasgen.render.writer as writer
+from atlasgen.render import render_site
+from sitefixture import make_site_data
+
+real, count = writer._write_all, [0]
+def half_then_die(fd, data):
+    count[0] += 1
+    if count[0] == 30:  # killed halfway through the 30th file
+        os.write(fd, data[:len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(fd, data)
+writer._write_all = half_then_die
+render_site(make_site_data(Path({cache!r})), Path({out!r}))
+"""
+
+
+def test_a_build_killed_while_creating_files_is_repaired_by_the_next(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "site"
+    script = KILLED.format(tests=str(Path(__file__).parent), cache=str(tmp_path / "cache"), out=str(out))
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == -9
+    render_site(make_site_data(tmp_path / "cache"), tmp_path / "clean")
+    clean = _files(tmp_path / "clean")
+    left = _files(out)
+    cut = [rel for rel, data in left.items() if data != clean[rel]]
+    assert len(cut) == 1 and len(left[cut[0]]) < len(clean[cut[0]])  # the file it was filling, cut short
+    render_site(make_site_data(tmp_path / "cache"), out)
+    assert _files(out) == clean
+
+
+# --------------------------------------------------------------------------- example images shown by several pages
+
+
+def _with_digests(site) -> None:  # noqa: ANN001
+    """What assembly hands the render: the cache's verified digest of every image."""
+    paths = [p for m in site.models for lv in m.layers for u in lv.units
+             for p in [*u.images.values(), *(x for ex in (*u.top, *u.bottom) for x in (ex.patch, ex.heatmap))] if p is not None]
+    site.file_digests = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def _img_sources(page: Path) -> dict[str, str]:
+    """alt -> the file each <img> of the page shows, relative to the site."""
+    import re
+
+    found = {}
+    for tag in re.findall(r"<img [^>]*>", page.read_text()):
+        src, alt = re.search(r'src="([^"]+)"', tag).group(1), re.search(r'alt="([^"]*)"', tag).group(1)
+        found[alt] = (page.parent / src).resolve()
+    return found
+
+
+def test_an_example_image_several_pages_show_is_published_once_for_its_layer(tmp_path: Path) -> None:
+    import shutil
+
+    site = make_site_data(tmp_path / "cache")
+    units = site.models[0].layers[0].units
+    twin_copy = tmp_path / "cache" / "elsewhere.webp"  # another cache entry with the same bytes
+    shutil.copyfile(units[0].top[0].patch, twin_copy)
+    own = units[1].top[0].patch
+    units[1].top[0].patch = twin_copy
+    _with_digests(site)
+    out = tmp_path / "site"
+    report = render_site(site, out)
+
+    digest = site.file_digests[str(twin_copy)]
+    shared = out / "demo/conv1/examples" / digest[0] / f"{digest[:32]}.webp"
+    assert shared.read_bytes() == twin_copy.read_bytes()
+    pages = [_img_sources(out / f"demo/conv1/{u.channel}/index.html") for u in units[:2]]
+    shows = [[alt for alt, file in page.items() if file == shared.resolve()] for page in pages]
+    assert [len(s) for s in shows] == [1, 1] and "channel 0" in shows[0][0] and "channel 1" in shows[1][0]  # alt of its own
+    assert not (out / "demo/conv1/0/top-0.webp").exists() and not (out / "demo/conv1/1/top-0.webp").exists()
+    assert (out / "demo/conv1/2/top-0.webp").is_file()  # shown once: beside its page, as before
+    twin = json.loads((out / "demo/conv1/index.json").read_text())
+    tops = {u["channel"]: u["examples"]["top"][0]["patch"] for u in twin["units"]}
+    assert (out / "demo/conv1" / tops[0]).resolve() == (out / "demo/conv1" / tops[1]).resolve() == shared.resolve()
+    assert site_link_problems(out) == [] and report.files == sum(1 for p in out.rglob("*") if p.is_file())
+
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_NAME}
+    render_site(site, out)  # nothing changed: nothing rewritten, the same pages
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_NAME} == before
+
+    units[1].top[0].patch = own  # shown once again: back beside its page, the shared file removed
+    _with_digests(site)
+    render_site(site, out)
+    assert not (out / "demo/conv1/examples").exists()
+    assert (out / "demo/conv1/0/top-0.webp").is_file() and (out / "demo/conv1/1/top-0.webp").read_bytes() == own.read_bytes()
+    assert site_link_problems(out) == []
+
+
+def test_without_known_digests_every_example_stays_beside_its_page(tmp_path: Path) -> None:
+    site = make_site_data(tmp_path / "cache")
+    units = site.models[0].layers[0].units
+    units[1].top[0].patch = units[0].top[0].patch  # the same file, but the render is not told its digest
+    render_site(site, tmp_path / "site")
+    assert (tmp_path / "site/demo/conv1/0/top-0.webp").read_bytes() == (tmp_path / "site/demo/conv1/1/top-0.webp").read_bytes()
+    assert not (tmp_path / "site/demo/conv1/examples").exists()

@@ -40,6 +40,13 @@ def unit_dir(model: str, layer: str, channel: int) -> str:
     return f"{model}/{layer}/{channel}"
 
 
+def shared_example(model: str, layer: str, digest: str, ext: str) -> str:
+    """Where an example image that several of a layer's examples show is published once: named by
+    its bytes' SHA-256 (128 bits of it), in one of 16 folders so that none grows past GitHub
+    Pages' comfort (a layer of a large dataset may show thousands of distinct whole images)."""
+    return f"{model}/{layer}/examples/{digest[0]}/{digest[:32]}{ext}"
+
+
 def page_url(folder: str) -> str:
     """Site-root-relative URL of the page of `folder` ("" is the site root)."""
     return f"{folder}/{PAGE_FILE}" if folder else PAGE_FILE

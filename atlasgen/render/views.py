@@ -8,7 +8,10 @@ are part of the atlas, and each channel's card on its layer page.
 from __future__ import annotations
 
 import math
+import os
+import posixpath
 import re
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,7 @@ from atlasgen.sitedata import BranchInfo, Example, LayerData, ModelData, Related
 
 from .experiments import ExperimentView, experiment_views
 from .formats import format_number, objective_label, objective_order
-from .urls import TWIN_FILE, check_segment, layer_dir, model_dir, page_url, unit_anchor, unit_dir
+from .urls import TWIN_FILE, check_segment, layer_dir, model_dir, page_url, shared_example, unit_anchor, unit_dir
 from .writer import SiteWriter
 
 
@@ -192,7 +195,24 @@ def _image(writer: SiteWriter, source: Path, rel: str, alt: str) -> ImageRef:
     return ImageRef(src=rel, width=width, height=height, alt=alt)
 
 
-def _unit_images(writer: SiteWriter, site: SiteData, view: UnitView) -> None:
+def _shared_examples(layer: LayerData, digests: dict[str, str]) -> set[str]:
+    """Digests of the example images that the examples of `layer` hold more than once, by the cache's
+    verified digests: a layer whose field covers the input shows the same whole image for every
+    channel that ranks it, and neighbouring channels often rank the same crop. Each is published
+    once for the layer instead of beside every page (half the files of a whole GoogLeNet atlas)."""
+    counts = Counter(digests.get(os.fspath(path)) for unit in layer.units for ex in (*unit.top, *unit.bottom)
+                     for path in (ex.patch, ex.heatmap) if path is not None)
+    return {digest for digest, count in counts.items() if digest is not None and count > 1}
+
+
+def _example_image(writer: SiteWriter, view: UnitView, shared: set[str], source: Path, rel: str, alt: str) -> ImageRef:
+    digest = writer.digests.get(os.fspath(source))
+    if digest in shared:
+        rel = shared_example(view.model, view.layer, digest, posixpath.splitext(rel)[1])
+    return _image(writer, source, rel, alt)
+
+
+def _unit_images(writer: SiteWriter, site: SiteData, view: UnitView, shared: set[str]) -> None:
     label = f"{view.model} {view.layer} channel {view.channel}"
     for name in objective_order(view.data.images):
         source = view.data.images[name]
@@ -219,16 +239,20 @@ def _unit_images(writer: SiteWriter, site: SiteData, view: UnitView) -> None:
                 target.append(ExampleView(example=ex, rank=i + 1, patch=None, heatmap=None))
                 continue
             word = "strongest" if kind == "top" else "weakest"
-            patch = _image(
+            patch = _example_image(
                 writer,
+                view,
+                shared,
                 ex.patch,
                 f"{view.dir}/{kind}-{i}{_ext(ex.patch, site.image_format)}",
                 f"{word.capitalize()} dataset example {i + 1} of {label}: {ex.source}, activation {format_number(ex.value)}",
             )
             heat = None
             if ex.heatmap is not None:
-                heat = _image(
+                heat = _example_image(
                     writer,
+                    view,
+                    shared,
                     ex.heatmap,
                     f"{view.dir}/{kind}-{i}-heat{_ext(ex.heatmap, site.image_format)}",
                     f"Activation of {label} over the whole image {ex.source}",
@@ -302,10 +326,11 @@ def build_views(site: SiteData, writer: SiteWriter, reserved: Collection[str] = 
             base = layer_dir(model.name, layer.name)
             lview = LayerView(data=layer, model=model.name, url=page_url(base), json_url=f"{base}/{TWIN_FILE}")
             lview.stage_images = _stage_images(writer, layer.stage_images, base)
+            shared = _shared_examples(layer, writer.digests)
             for unit in sorted(layer.units, key=lambda u: u.channel):
                 folder = unit_dir(model.name, layer.name, unit.channel)
                 uview = UnitView(data=unit, model=model.name, layer=layer.name, url=page_url(folder), dir=folder)
-                _unit_images(writer, site, uview)
+                _unit_images(writer, site, uview, shared)
                 lview.units.append(uview)
             _place_in_branches(lview)
             by_channel = {u.channel: u for u in lview.units}

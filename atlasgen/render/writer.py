@@ -4,13 +4,16 @@ Every file is first planned, then the whole plan is checked against the folder, 
 then is anything written: a file atlasgen did not write (one not in the manifest of the
 previous build) is never overwritten, and no write goes through a symbolic link. A rebuild
 removes only files the previous build listed, this one did not write, and that nobody
-changed since. Site images are reflinked from the cache where the file system can
-(copy-on-write: editing one never changes the other), else copied; never hard-linked, since
-image optimizers rewrite files in place. Also here: GitHub Pages' limits.
+changed since. A file that replaces another is written beside it and renamed over it, so a
+reader sees the old one or the new one; a new file is created in its place (`O_EXCL`). Site
+images are reflinked from the cache where the file system can (copy-on-write: editing one
+never changes the other), else copied; never hard-linked, since image optimizers rewrite
+files in place. Also here: GitHub Pages' limits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,7 +23,7 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from atlasgen.atomic import clean_leftovers, replace_with
+from atlasgen.atomic import clean_leftovers, raise_if_full, replace_with
 from atlasgen.digest import file_digest, file_sha256
 from atlasgen.errors import AtlasError
 from atlasgen.folders import MANIFEST_NAME, SHOWN, inside_without_links, read_manifest
@@ -72,6 +75,8 @@ class SiteWriter:
         """The pixel size of the image `source` copied to `rel`: from the last build's record of
         `rel` when that was a copy of the same bytes, else from the file's header (a rebuild would
         otherwise read the header of every image of the site again)."""
+        if rel in self._sizes:  # an image several pages show, published once
+            return self._sizes[rel]
         before = self.previous.get(rel, {})
         if "width" in before and before.get("sha256") == self.digests.get(os.fspath(source)):
             size = before["width"], before["height"]
@@ -163,8 +168,10 @@ class SiteWriter:
         if found is not None and _unchanged(before, found, digest):
             self.records[rel] = before
             return
-        if not (found is not None and found.st_size == len(data) and _read(path) == data):
-            found = _replace(path, lambda fd: os.write(fd, data) if data else None)
+        if found is None:
+            found = _create(path, lambda fd: _write_all(fd, data))
+        elif not (found.st_size == len(data) and _read(path) == data):
+            found = _replace(path, lambda fd: _write_all(fd, data))
         self.records[rel] = _record(digest, found if found is not None else os.stat(path))
 
     def _copy(self, rel: str, source: Path) -> None:
@@ -179,7 +186,11 @@ class SiteWriter:
                 self._keep(rel, dict(before))
                 return
         hashed: list[str] = []
-        found = _replace(path, lambda fd: self._clone(source, fd, hashed if digest is None else None))
+
+        def fill(fd: int) -> None:
+            self._clone(source, fd, hashed if digest is None else None)
+
+        found = _create(path, fill) if found is None else _replace(path, fill)
         self._keep(rel, _record(digest or (hashed[0] if hashed else file_digest(source)), found))
 
     def _keep(self, rel: str, record: dict) -> None:
@@ -201,9 +212,7 @@ class SiteWriter:
             data = src.read()
         if hashed is not None:
             hashed.append(hashlib.sha256(data).hexdigest())
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
 
     def _remove_stale(self) -> list[str]:
         """Remove files the previous build wrote and this one did not, unless changed since."""
@@ -249,6 +258,37 @@ def _record(digest: str, found: os.stat_result) -> dict:
 def _read(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _create(path: str, fill: Callable[[int], object]) -> os.stat_result:
+    """A file that was absent when the plan was checked, created in its place and filled there:
+    no temporary to rename, about a fifth less time per file (a first build creates 60,000 of
+    them). `O_EXCL` never opens what appeared since, and never follows a link; if anything did
+    appear (a build writing the same folder at the same time), the file is replaced atomically as
+    usual. A build killed while filling leaves a short file that does not match its record in the
+    manifest (written first), so the next build rewrites it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except FileExistsError:
+        return _replace(path, fill)
+    try:
+        fill(fd)
+        found = os.fstat(fd)
+    except BaseException as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):  # the part written is ours; already gone is fine
+            os.unlink(path)
+        if isinstance(exc, OSError):
+            raise_if_full(exc, Path(path).parent)
+        raise
+    os.close(fd)
+    return found
 
 
 def _replace(path: str, fill: Callable[[int], object]) -> os.stat_result:
