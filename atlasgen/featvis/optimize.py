@@ -182,6 +182,9 @@ def optimize_batch(
     autocast, scaler = autocast_for(device)
     ranges = TransformRanges(settings.pad, settings.jitter, tuple(settings.scale), settings.rotate)
     ends = [objectives.get(s.objective).lr_end for s in specs]
+    # Each image's learning-rate end, on the images' device once (no host transfer per step);
+    # None when every image keeps the shared schedule.
+    own_ends = torch.tensor(ends, device=device) if any(end != 1.0 for end in ends) else None
     step = 0
     for octave in plan:
         pixels = still_last_octave and octave is plan[-1]
@@ -192,7 +195,7 @@ def optimize_batch(
             t = k / (octave.steps - 1) if octave.steps > 1 else 0.0
             for group in optimizer.param_groups:
                 group["lr"] = octave.lr[0] + (octave.lr[1] - octave.lr[0]) * t
-            rates = image_rates(octave.lr, t, ends, device) if octave is plan[-1] else None
+            rates = image_rates(octave.lr, t, own_ends) if octave is plan[-1] and own_ends is not None else None
             optimizer.zero_grad(set_to_none=True)
             # Over the last octave the transforms fade to the identity view, on which the image is
             # scored: robust structure is laid down first, then exact detail (borders, a neuron's
@@ -248,14 +251,15 @@ def _optimize_fitting(run: Callable[[list[ImageSpec]], torch.Tensor], layer: str
         return [image for part in pack_batches(specs, half) for image in _optimize_fitting(run, layer, part, smallest)]
 
 
-def image_rates(lr: tuple[float, float], t: float, ends: list[float], device: torch.device) -> torch.Tensor | None:
+def image_rates(lr: tuple[float, float], t: float, ends: torch.Tensor) -> torch.Tensor | None:
     """(B,) each image's learning rate over the shared one at fraction `t` of the last octave
-    (`lr`: its configured start and end), the end scaled by the image's objective's `lr_end`;
-    None when every image keeps the shared rate."""
+    (`lr`: its configured start and end), the end scaled by the image's objective's `lr_end`
+    (`ends`, (B,)); None when the shared rate is zero (zero for all)."""
     shared = lr[0] + (lr[1] - lr[0]) * t
-    if all(end == 1.0 for end in ends) or shared <= 0:  # a zero shared rate is zero for all
+    if shared <= 0:
         return None
-    return torch.tensor([(lr[0] + (lr[1] * end - lr[0]) * t) / shared for end in ends], device=device)
+    # (lr0 + (lr1 * end - lr0) t) / shared, written as 1 + ...: exactly 1 where end is 1
+    return 1.0 + (ends - 1.0) * (lr[1] * t / shared)
 
 
 def _scale_steps(params: torch.Tensor, before: torch.Tensor, rates: torch.Tensor) -> None:

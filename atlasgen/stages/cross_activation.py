@@ -22,7 +22,7 @@ import numpy as np
 from atlasgen.experiments import check_channel, layer_info, of_kind, problem
 from atlasgen.parsers import integer, list_of, nonempty_string, required, setting
 from atlasgen.plan import make_task
-from atlasgen.stages import Stage, register
+from atlasgen.stages import Stage, get, register
 from atlasgen.stages.featvis import key_settings
 
 OBJECTIVE = "channel"
@@ -44,7 +44,7 @@ def _settings(config):
 
 class CrossActivationStage(Stage):
     name = "cross-activation"
-    version = 2  # 2: featvis optimizes through a clamp, not a sigmoid
+    version = 2  # 2: featvis optimizes through a clamp, not a sigmoid (its version is now a key input)
     order = 62
     title = "cross-activation"
     experiment = CrossActivation
@@ -61,7 +61,8 @@ class CrossActivationStage(Stage):
                                   "in a cross-activation experiment; list it once")
                 seen.add((layer.name, channel))
                 inputs = {**basis.model_inputs(layer.name), "mean": list(pre.mean), "std": list(pre.std),
-                          "visualize": key_settings(_settings(basis.config)), "channel": channel, "top": exp.settings.top}
+                          "visualize": key_settings(_settings(basis.config)), "channel": channel, "top": exp.settings.top,
+                          "optimizer": get("featvis").version}  # it runs that stage's optimization
                 tasks.append(make_task(self.name, self.version, basis.config.name, layer.name, channel, inputs))
         return tasks
 
