@@ -19,6 +19,7 @@ from atlasgen.featvis.device import autocast_for, repeatable
 from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
 from atlasgen.featvis.field import blur_scale, field_side, pixel_scale
 from atlasgen.featvis.fold import folded_batchnorm
+from atlasgen.featvis.polyphase import polyphase_convolutions
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
 from atlasgen.featvis.transforms import DRAWS_PER_STEP, TransformRanges, affine_matrices, random_view
@@ -334,7 +335,8 @@ def visualize_channels(
     specs = image_specs(channels, settings)
     noise = torch.rand(1, 3, settings.size, settings.size, generator=torch.Generator().manual_seed(0))
     probe = _normalizer(preprocess, device)(noise.to(device))
-    with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, layer, probe) as probed:
+    with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, layer, probe) as probed, \
+            polyphase_convolutions(model, device):
         n_layer = probed.shape[1]
         bad = [c for c in channels if not 0 <= c < n_layer]
         if bad:
