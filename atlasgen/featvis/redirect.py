@@ -24,14 +24,12 @@ class RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        negative = x < 0
-        relu_grad = grad.masked_fill(negative, 0)
-        per_image = (relu_grad != 0).reshape(relu_grad.shape[0], -1) if x.dim() else (relu_grad != 0).reshape(1, 1)
-        dead = ~per_image.any(dim=1)
+        relu_grad = torch.ops.aten.threshold_backward(grad, x, 0)  # plain ReLU's gradient, one fused pass
+        dead = ~relu_grad.reshape(relu_grad.shape[0], -1).any(dim=1) if x.dim() else ~relu_grad.reshape(1, 1).any(dim=1)
         if not bool(dead.any()):  # the common case once the images are alive: plain ReLU
             return relu_grad
         # Gradient descent moves x by -grad: grad > 0 would push a negative x further down.
-        redirected = grad.masked_fill(negative & (grad > 0), 0)
+        redirected = grad.masked_fill((x < 0) & (grad > 0), 0)
         if bool(dead.all()):
             return redirected
         return torch.where(dead.reshape((-1,) + (1,) * (x.dim() - 1)), redirected, relu_grad)
