@@ -1,6 +1,7 @@
-"""One optimization step's network cost, three ways, side by side in one run: as the model is
-(eval BatchNorm), with BatchNorm folded into its convolutions (`atlasgen.featvis.fold`, what
-atlasgen runs), and the folded network under `torch.compile`.
+"""One optimization step's network cost, four ways, side by side in one run: as the model is
+(eval BatchNorm), with BatchNorm folded into its convolutions (`atlasgen.featvis.fold`), folded
+and with the stem's image gradient by polyphase convolution (`atlasgen.featvis.polyphase`, what
+atlasgen runs on CPU), and the folded network under `torch.compile`.
 
 A step is the forward pass to the layer on a batch of channels-last images under the autocast
 atlasgen uses, and the backward pass to the images (no weight gradients). Rounds alternate
@@ -23,6 +24,7 @@ import torchvision
 
 from atlasgen.featvis.fold import folded_batchnorm
 from atlasgen.featvis.device import autocast_for
+from atlasgen.featvis.polyphase import polyphase_convolutions
 from atlasgen.hooks import forward_layers
 
 log = logging.getLogger("featvis_step")
@@ -62,13 +64,19 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     x0 = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
-    print("\n| layer | as built, ms/image-step | BatchNorm folded | folded + torch.compile | compile s |\n|---|---|---|---|---|")
+    print("\n| layer | as built, ms/image-step | BatchNorm folded | folded + polyphase stem gradient | "
+          "folded + torch.compile | compile s |\n|---|---|---|---|---|---|")
     for layer in args.layers:
         plain, folded = googlenet(), googlenet()
         plain_fn = lambda x, m=plain: forward_layers(m, x, [layer])[layer]  # noqa: E731
         with folded_batchnorm(folded, layer, x0[:1]):
             folded_fn = lambda x, m=folded: forward_layers(m, x, [layer])[layer]  # noqa: E731
-            variants = {"plain": plain_fn, "folded": folded_fn}
+
+            def polyphase_fn(x, m=folded):
+                with polyphase_convolutions(m, torch.device("cpu")):
+                    return forward_layers(m, x, [layer])[layer]
+
+            variants = {"plain": plain_fn, "folded": folded_fn, "polyphase": polyphase_fn}
             compile_s = float("nan")
             if not args.no_compile:
                 # forward_layers stops the pass by raising, which torch.compile cannot trace: compile
@@ -94,7 +102,7 @@ def main() -> None:
         log.info("%s: %s (CPU ms per image-step), load %s", layer, {k: round(v, 2) for k, v in ms.items()},
                  [round(v, 1) for v in os.getloadavg()])
         print(f"| {layer} | {ms['plain']:.2f} | {ms['folded']:.2f} ({ms['plain'] / ms['folded']:.2f}x) | "
-              f"{ms.get('compiled', float('nan')):.2f} | {compile_s:.0f} |")
+              f"{ms['polyphase']:.2f} ({ms['plain'] / ms['polyphase']:.2f}x) | {ms.get('compiled', float('nan')):.2f} | {compile_s:.0f} |")
 
 
 if __name__ == "__main__":

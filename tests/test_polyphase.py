@@ -82,3 +82,15 @@ def test_no_grad_forward_takes_the_plain_path():
     with polyphase_convolutions(conv, CPU), torch.no_grad():
         assert conv(x).grad_fn is None
         assert torch.equal(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias, 2, 3))
+
+
+def test_backward_after_the_block_ended_uses_what_the_forward_pass_saw():
+    torch.manual_seed(2)
+    conv = nn.Conv2d(3, 8, 7, 2, 3).double().requires_grad_(False)
+    x = torch.randn(1, 3, 20, 20, dtype=torch.double, requires_grad=True)
+    expected, = torch.autograd.grad(conv(x).sum(), x)
+    with polyphase_convolutions(conv, CPU):
+        out = conv(x)
+    got, = torch.autograd.grad(out.sum(), x)
+    assert out.grad_fn.name() == "_PolyphaseConvBackward"
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -69,14 +69,14 @@ class _PolyphaseConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-        ctx.conv, ctx.in_size, ctx.dtype = conv, x.shape[-2:], x.dtype
+        # What the backward pass needs, taken now: the block may have ended by then.
+        ctx.weight, ctx.geometry, ctx.in_size, ctx.dtype = conv.weight, conv.polyphase, x.shape[-2:], x.dtype
         return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        conv = ctx.conv
-        (gh, gw), (h, w) = conv.polyphase, ctx.in_size
-        kernel = polyphase_kernel(conv.weight, gh, gw).to(grad.dtype)
+        (gh, gw), (h, w) = ctx.geometry, ctx.in_size
+        kernel = polyphase_kernel(ctx.weight, gh, gw).to(grad.dtype)
         padded = F.pad(grad, (*gw.pads(grad.shape[-1], w), *gh.pads(grad.shape[-2], h)))
         phases = F.conv2d(padded, kernel.contiguous(memory_format=_format(grad)))
         n, _, rows, cols = phases.shape
