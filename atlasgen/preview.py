@@ -8,13 +8,13 @@ and real results apart, and the atlas version differs too. A setting already bel
 kept.
 
 Feature visualization dominates a build and its cost grows with the steps and, less on a CPU,
-with the image side: 16 steps instead of 256 (8, 4 and 4 over the default octaves, so every
+with the image side: 16 steps instead of 256 (8 and 8 over the default octaves, so every
 octave and the fading transforms still run) at 64 px instead of 128 measured 22x faster per
 channel on GoogLeNet's inception4a on a 2-core CPU (37 against 26.5 image-steps per second at
-the same step count, README "Preview"). The redirected-ReLU warm-up is capped at a quarter of
-the steps, so most of them follow the true gradient. 64 dataset images are one forward batch at
-the default batch size and still more than the default 10 top and 10 bottom examples per
-channel."""
+the same step count, README "Preview"; measured with the earlier three-octave schedule). The
+redirected-ReLU warm-up is capped at a quarter of the steps, so most of them follow the true
+gradient. 64 dataset images are one forward batch at the default batch size and still more
+than the default 10 top and 10 bottom examples per channel."""
 
 from __future__ import annotations
 

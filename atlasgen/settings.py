@@ -44,14 +44,15 @@ class Octave:
 
 # Measured with benchmarks/featvis_vs_lucent.py (GoogLeNet, 64 steps, 128 px): learning rates 8x
 # Lucid's 0.05 reach the highest activation per second at this step budget; half the steps at
-# half size cost a quarter each. Blur: half of what it was before the clamp squash (param.py)
-# (benchmarks/fidelity.py): the full blur kept fine features from units that have them (a channel
-# whose lowest dataset image is 5 px stripes stopped at a quarter of that image's value); images
-# of the demo's deeper layers look the same, a little crisper. Lucid uses no blur at all.
+# half size cost a quarter each. Half the steps at full size (benchmarks/fidelity.py): with a
+# quarter there (and a 0.75 octave between), three units of a rougher network at 128 px stopped
+# just short of their dataset's best, and other images reached 15-40% less; it costs about a
+# fifth more compute per image. Blur: half of what it was before the clamp squash (param.py):
+# the full blur kept fine features from units that have them (a channel whose lowest dataset
+# image is 5 px stripes stopped at a quarter of that image's value). Lucid uses no blur at all.
 DEFAULT_OCTAVES = (
     Octave(scale=0.5, share=0.5, lr=(0.4, 0.4), blur=(0.5, 0.25)),
-    Octave(scale=0.75, share=0.25, lr=(0.4, 0.24), blur=(0.375, 0.125)),
-    Octave(scale=1.0, share=0.25, lr=(0.24, 0.16), blur=(0.25, 0.0)),
+    Octave(scale=1.0, share=0.5, lr=(0.24, 0.16), blur=(0.25, 0.0)),
 )
 
 
