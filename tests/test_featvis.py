@@ -172,6 +172,25 @@ def test_dead_channel_comes_alive_only_with_redirected_relu():
     assert np.abs(without.images["channel"][0].astype(int) - 128).max() <= 3  # still the grey start
 
 
+def test_relu_redirect_runs_at_the_start_of_every_octave(monkeypatch):
+    """A channel alive on the small image can be dead on the resized one: each octave starts with
+    redirected gradients, not only the first."""
+    import atlasgen.featvis.optimize as optimize
+
+    active: list[bool] = []
+
+    def recording(on: bool = True):
+        active.append(on)
+        return redirect_relu_gradients(on)
+
+    monkeypatch.setattr(optimize, "redirect_relu_gradients", recording)
+    settings = tiny_settings(steps=12, relu_redirect_steps=2)
+    plan = octave_plan(settings)
+    visualize_channels(dead_net(), "act", [0], settings, CENTRED, CPU)
+    expected = [k < 2 for octave in plan for k in range(octave.steps)]
+    assert len(plan) > 1 and active == expected
+
+
 def test_redirected_relu_gradient_rules():
     x = torch.tensor([[-1.0, -1.0, 2.0], [-1.0, -2.0, -3.0]], requires_grad=True)
     grad = torch.tensor([[-1.0, 1.0, 5.0], [-1.0, 1.0, -2.0]])

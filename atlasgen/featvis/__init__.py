@@ -23,8 +23,9 @@ Four ideas, as in Lucid's optvis:
 4. **The octave loop** (`optimize.py`): optimization starts on a small image, then upsamples it
    and re-expresses it as parameters at the next size, with a fresh optimizer, a linearly
    decaying learning rate and a decaying Gaussian blur at each octave; small octaves are cheap
-   and fix the coarse layout first. For the first steps ReLU gradients are redirected
-   (`redirect.py`) so channels that start dead still get a gradient.
+   and fix the coarse layout first. For the first steps of each octave ReLU gradients
+   are redirected (`redirect.py`) so channels that start dead, or die when the image is resized,
+   still get a gradient.
 
 Many images (channels x objectives) share one batch and one forward pass cut at the target
 layer. Each image's initial parameters and random transforms come from its own generator,

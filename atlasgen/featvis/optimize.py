@@ -205,7 +205,9 @@ def optimize_batch(
             strength = (0.0 if still_last_octave else 1.0 - t) if octave is plan[-1] else 1.0
             theta = affine_matrices(draws[:, step], ranges.scaled(strength))
             view = random_view(param.image(), theta)
-            with redirect_relu_gradients(step < settings.relu_redirect_steps), autocast:
+            # At the start of every octave, not only the first: a channel alive on the smaller
+            # image can be dead on the resized one, and without a gradient it stays dead.
+            with redirect_relu_gradients(k < settings.relu_redirect_steps), autocast:
                 acts = layer_activations(model, layer, normalize(view))
             if record is not None:
                 record(step, specs, acts.detach())
