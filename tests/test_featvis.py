@@ -172,23 +172,54 @@ def test_dead_channel_comes_alive_only_with_redirected_relu():
     assert np.abs(without.images["channel"][0].astype(int) - 128).max() <= 3  # still the grey start
 
 
-def test_relu_redirect_runs_at_the_start_of_every_octave(monkeypatch):
-    """A channel alive on the small image can be dead on the resized one: each octave starts with
-    redirected gradients, not only the first."""
+def test_a_unit_that_dies_at_a_resize_is_revived_by_that_octaves_redirect(monkeypatch):
+    """A channel alive on the small image can be dead on the resized one: each octave's first
+    steps redirect the gradients of images that get none, not only the first octave's."""
     import atlasgen.featvis.optimize as optimize
 
-    active: list[bool] = []
+    original = optimize._resized
 
-    def recording(on: bool = True):
-        active.append(on)
-        return redirect_relu_gradients(on)
+    def resized_to_grey(param, size, pixels=False):
+        new = original(param, size, pixels)
+        new.set_image(torch.full((param.params.shape[0], 3, size, size), 0.5))  # where dead_net is dead
+        return new
 
-    monkeypatch.setattr(optimize, "redirect_relu_gradients", recording)
-    settings = tiny_settings(steps=12, relu_redirect_steps=2)
-    plan = octave_plan(settings)
-    visualize_channels(dead_net(), "act", [0], settings, CENTRED, CPU)
-    expected = [k < 2 for octave in plan for k in range(octave.steps)]
-    assert len(plan) > 1 and active == expected
+    monkeypatch.setattr(optimize, "_resized", resized_to_grey)
+    settings = tiny_settings(steps=24, relu_redirect_steps=4)
+    assert len(octave_plan(settings)) == 2
+    revived = visualize_channels(dead_net(), "act", [0], settings, CENTRED, CPU)
+    assert revived.activation["channel"][0] > 0.5
+    first_octave_only = visualize_channels(dead_net(), "act", [0], tiny_settings(steps=24, relu_redirect_steps=0), CENTRED, CPU)
+    assert first_octave_only.activation["channel"][0] == 0
+
+
+class TwoBranches(nn.Module):
+    """Channel 0 is dead on a grey start (red above a threshold). Channel 1 is alive there through
+    a green branch, and has a second, blue branch that is dead there."""
+
+    def __init__(self):
+        super().__init__()
+        self.red, self.green, self.blue = (nn.Conv2d(3, 1, 3, padding=1) for _ in range(3))
+        with torch.no_grad():
+            for conv, colour, weight, bias in ((self.red, 0, 1.0, -3.0), (self.green, 1, 0.1, 1.0), (self.blue, 2, 1.0, -3.0)):
+                conv.weight.zero_()
+                conv.weight[0, colour] = weight
+                conv.bias.fill_(bias)
+        self.act = nn.Identity()
+
+    def forward(self, x):
+        red, green, blue = (F.relu(conv(x)) for conv in (self.red, self.green, self.blue))
+        return self.act(torch.cat([red, green + blue], dim=1))
+
+
+def test_a_dead_image_in_the_batch_does_not_change_a_live_ones():
+    """Only the image without a gradient takes the redirected pass's: the live channel's image,
+    whose blue branch is dead, is the same alone as beside the dead channel."""
+    settings = tiny_settings(steps=12, size=16, relu_redirect_steps=6)
+    alone = visualize_channels(TwoBranches().eval(), "act", [1], settings, CENTRED, CPU)
+    beside_dead = visualize_channels(TwoBranches().eval(), "act", [0, 1], settings, CENTRED, CPU)
+    assert beside_dead.activation["channel"][0] > 0  # the dead one came alive
+    assert np.array_equal(alone.images["channel"][0], beside_dead.images["channel"][1])
 
 
 def test_redirected_relu_gradient_rules():

@@ -186,6 +186,16 @@ def optimize_batch(
     # Each image's learning-rate end, on the images' device once (no host transfer per step);
     # None when every image keeps the shared schedule.
     own_ends = torch.tensor(ends, device=device) if any(end != 1.0 for end in ends) else None
+
+    def backward(param: ImageParam, theta: torch.Tensor, redirect: bool) -> torch.Tensor:
+        """One forward and backward pass of the batch under the views `theta`; the activations."""
+        view = random_view(param.image(), theta)
+        with redirect_relu_gradients(redirect), autocast:
+            acts = layer_activations(model, layer, normalize(view))
+        loss = objective.loss(acts, theta)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        return acts.detach()
+
     step = 0
     for octave in plan:
         pixels = still_last_octave and octave is plan[-1]
@@ -204,23 +214,25 @@ def optimize_batch(
             # few pixels gets no random views at all over the last octave (field.pixel_scale).
             strength = (0.0 if still_last_octave else 1.0 - t) if octave is plan[-1] else 1.0
             theta = affine_matrices(draws[:, step], ranges.scaled(strength))
-            view = random_view(param.image(), theta)
-            # At the start of every octave, not only the first: a channel alive on the smaller
-            # image can be dead on the resized one, and without a gradient it stays dead.
-            with redirect_relu_gradients(k < settings.relu_redirect_steps), autocast:
-                acts = layer_activations(model, layer, normalize(view))
+            acts = backward(param, theta, redirect=False)
+            # An image that got no gradient at all has its unit dead on it (at the start, or on
+            # the image just resized to a new octave). Over the first steps of every octave such
+            # an image takes its gradient from a second pass with redirected ReLU gradients; the
+            # others keep their own, so no image depends on which others share its batch.
+            dead = _images_without_gradient(param.params) if k < settings.relu_redirect_steps else None
+            if dead is not None:
+                plain, param.params.grad = param.params.grad, None
+                backward(param, theta, redirect=True)
+                param.params.grad = torch.where(dead.view((-1,) + (1,) * (plain.dim() - 1)), param.params.grad, plain)
             if record is not None:
-                record(step, specs, acts.detach())
-            loss = objective.loss(acts, theta)
+                record(step, specs, acts)
             before = param.params.detach().clone() if rates is not None else None
             if scaler is not None:
-                scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
                 _normalize_gradients(param.params)
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()
                 _normalize_gradients(param.params)
                 optimizer.step()
             if before is not None:
@@ -271,6 +283,14 @@ def _scale_steps(params: torch.Tensor, before: torch.Tensor, rates: torch.Tensor
     returns the new value exactly where the rate is 1, so those images are as without it."""
     with torch.no_grad():
         params.copy_(torch.lerp(before, params, rates.view((-1,) + (1,) * (params.dim() - 1))))
+
+
+def _images_without_gradient(params: torch.Tensor) -> torch.Tensor | None:
+    """(B,) which images' gradients are zero everywhere; None when none is (one host sync)."""
+    if params.grad is None:
+        return None
+    dead = ~params.grad.flatten(1).any(dim=1)
+    return dead if bool(dead.any()) else None
 
 
 def _normalize_gradients(params: torch.Tensor) -> None:
