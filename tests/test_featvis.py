@@ -213,8 +213,8 @@ class TwoBranches(nn.Module):
 
 
 def test_a_dead_image_in_the_batch_does_not_change_a_live_ones():
-    """Only the image without a gradient takes the redirected pass's: the live channel's image,
-    whose blue branch is dead, is the same alone as beside the dead channel."""
+    """Redirected gradients are decided image by image: the live channel's image, whose blue
+    branch is dead, is the same alone as beside the dead channel."""
     settings = tiny_settings(steps=12, size=16, relu_redirect_steps=6)
     alone = visualize_channels(TwoBranches().eval(), "act", [1], settings, CENTRED, CPU)
     beside_dead = visualize_channels(TwoBranches().eval(), "act", [0, 1], settings, CENTRED, CPU)

@@ -214,16 +214,11 @@ def optimize_batch(
             # few pixels gets no random views at all over the last octave (field.pixel_scale).
             strength = (0.0 if still_last_octave else 1.0 - t) if octave is plan[-1] else 1.0
             theta = affine_matrices(draws[:, step], ranges.scaled(strength))
-            acts = backward(param, theta, redirect=False)
-            # An image that got no gradient at all has its unit dead on it (at the start, or on
-            # the image just resized to a new octave). Over the first steps of every octave such
-            # an image takes its gradient from a second pass with redirected ReLU gradients; the
-            # others keep their own, so no image depends on which others share its batch.
-            dead = _images_without_gradient(param.params) if k < settings.relu_redirect_steps else None
-            if dead is not None:
-                plain, param.params.grad = param.params.grad, None
-                backward(param, theta, redirect=True)
-                param.params.grad = torch.where(dead.view((-1,) + (1,) * (plain.dim() - 1)), param.params.grad, plain)
+            # Redirected ReLU gradients over the first steps of every octave, not only the
+            # first: a unit alive on the smaller image can be dead on the resized one, and without
+            # a gradient it stays dead. They differ from the plain gradients only where an image's
+            # ReLU passes none, image by image.
+            acts = backward(param, theta, redirect=k < settings.relu_redirect_steps)
             if record is not None:
                 record(step, specs, acts)
             before = param.params.detach().clone() if rates is not None else None
@@ -283,14 +278,6 @@ def _scale_steps(params: torch.Tensor, before: torch.Tensor, rates: torch.Tensor
     returns the new value exactly where the rate is 1, so those images are as without it."""
     with torch.no_grad():
         params.copy_(torch.lerp(before, params, rates.view((-1,) + (1,) * (params.dim() - 1))))
-
-
-def _images_without_gradient(params: torch.Tensor) -> torch.Tensor | None:
-    """(B,) which images' gradients are zero everywhere; None when none is (one host sync)."""
-    if params.grad is None:
-        return None
-    dead = ~params.grad.flatten(1).any(dim=1)
-    return dead if bool(dead.any()) else None
 
 
 def _normalize_gradients(params: torch.Tensor) -> None:
