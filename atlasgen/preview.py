@@ -12,8 +12,9 @@ with the image side: 16 steps instead of 256 (8 and 8 over the default octaves, 
 octave and the fading transforms still run) at 64 px instead of 128 measured 22x faster per
 channel on GoogLeNet's inception4a on a 2-core CPU (37 against 26.5 image-steps per second at
 the same step count, README "Preview"; measured with the earlier three-octave schedule). The
-redirected-ReLU warm-up is capped at 2 steps per octave, so most of them follow the true gradient. 64 dataset images are one forward batch at the default batch size and still more
-than the default 10 top and 10 bottom examples per channel."""
+redirected-ReLU warm-up is capped at 2 steps per octave, so most of them follow the true
+gradient. 64 dataset images are one forward batch at the default batch size and still more than
+the default 10 top and 10 bottom examples per channel."""
 
 from __future__ import annotations
 

@@ -87,8 +87,8 @@ class VisSettings:
     decorrelate: bool = setting(True, boolean, "optimize in a colour-decorrelated space")
     fft: bool = setting(True, boolean, "optimize the image's Fourier coefficients instead of its pixels")
     relu_redirect_steps: int = setting(
-        16, integer(0), "steps at the start of each octave with Lucid-style redirected ReLU gradients (they change only "
-        "images whose ordinary gradient is all zero)"
+        16, integer(0), "steps at the start of each octave with Lucid-style redirected ReLU gradients (they differ "
+        "from the plain ones only where a ReLU passes no gradient to an image)"
     )
     seed: int = setting(0, integer(0), "random seed of the initial images and transforms")
     batch_size: int = setting(

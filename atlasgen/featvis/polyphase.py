@@ -96,7 +96,9 @@ def polyphase_kernel(weight: torch.Tensor, gh: Geometry, gw: Geometry) -> torch.
 
 
 def _format(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() else torch.contiguous_format
+    """The layout of `t`, to give the gradient the layout of what it came from."""
+    channels_last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def eligible(module: nn.Module) -> bool:
