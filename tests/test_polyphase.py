@@ -12,9 +12,9 @@ GEOMETRIES = [  # kernel, stride, padding, in channels, input height, width
     (7, 2, 3, 3, 32, 32),  # GoogLeNet's and ResNet's stem
     (7, 2, 3, 3, 19, 14),  # odd sizes: the last rows reach no window
     (16, 16, 0, 3, 48, 32),  # a ViT patch embedding
-    (3, 2, 1, 1, 17, 16),  # grey input
+    (5, 2, 2, 1, 17, 16),  # grey input
     (4, 3, 0, 3, 29, 31),  # stride not dividing the kernel
-    ((5, 3), (2, 3), (2, 1), 3, 20, 21),  # rectangular everything
+    ((5, 4), (2, 3), (2, 1), 3, 20, 21),  # rectangular everything
     (11, 4, 2, 4, 35, 35),  # AlexNet-like, RGBA
 ]
 
@@ -50,10 +50,11 @@ def test_channels_last_bf16_autocast_gives_a_float32_gradient_close_to_autograd(
 
 @pytest.mark.parametrize("conv", [
     nn.Conv2d(3, 8, 3, 1, 1),  # stride 1: oneDNN's own backward is fine
-    nn.Conv2d(16, 8, 3, 2, 1),  # a feature map, not an image
-    nn.Conv2d(4, 8, 3, 2, 1, groups=2),
-    nn.Conv2d(3, 8, 3, 2, 2, dilation=2),
-    nn.Conv2d(3, 8, 3, 2, 1, padding_mode="reflect"),
+    nn.Conv2d(3, 32, 3, 2, 1),  # EfficientNet's and InceptionV3's 3x3 stride-2 stems: no faster
+    nn.Conv2d(16, 8, 5, 2, 1),  # a feature map, not an image
+    nn.Conv2d(4, 8, 5, 2, 1, groups=2),
+    nn.Conv2d(3, 8, 5, 2, 2, dilation=2),
+    nn.Conv2d(3, 8, 5, 2, 1, padding_mode="reflect"),
 ])
 def test_other_convolutions_are_left_alone(conv):
     conv.requires_grad_(False)
@@ -66,7 +67,7 @@ def test_trainable_weights_keep_autograd():
 
 
 def test_restored_afterwards_also_on_errors_and_untouched_off_cpu():
-    model = nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1)).requires_grad_(False)
+    model = nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3), nn.ReLU(), nn.Conv2d(8, 8, 5, 2, 1)).requires_grad_(False)
     with pytest.raises(RuntimeError, match="boom"):
         with polyphase_convolutions(model, CPU) as rewritten:
             assert rewritten == 1 and "forward" in vars(model[0]) and "forward" not in vars(model[2])

@@ -9,7 +9,8 @@ Split the image into its stride x stride phases (even/odd rows and columns for s
 phase of the input gradient is a stride-1 convolution of the output gradient with a sub-kernel
 of the weights. All phases at once are one convolution with 3 x stride^2 output channels,
 followed by a pixel shuffle that interleaves the phases back into an image. Same products, added
-in another order: 2.4x faster for the GoogLeNet stem at 128 px in bf16 (benchmarks/README-featvis.md).
+in another order: about 2x faster for a 7x7 stride-2 stem, 4-7x for a ViT's patch embedding
+(`benchmarks/polyphase_stems.py`).
 
 Used on CPU only, where it was measured; cuDNN has its own kernels for this case.
 """
@@ -27,6 +28,10 @@ from torch import nn
 
 # Convolutions reading at most this many channels are rewritten: an image's 3 (or 1, or 4).
 MAX_IN_CHANNELS = 4
+# Smaller windows are left to autograd, whose gradient is no slower there: 3x3 stride-2 stems
+# gained 1.02-1.05x at 224 px and lost at 299 px (0.66-0.75x); 4x4 and larger gained 1.4-8.5x
+# (benchmarks/polyphase_stems.py).
+MIN_KERNEL_AREA = 16
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,17 @@ def _format(t: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def geometry(conv: nn.Conv2d) -> tuple[Geometry, Geometry]:
+    return tuple(Geometry(s, p, k) for s, p, k in zip(conv.stride, conv.padding, conv.kernel_size))
+
+
 def eligible(module: nn.Module) -> bool:
-    """A plain strided convolution reading an image-like input, with frozen weights."""
+    """A plain strided convolution with a window of 16 pixels or more reading an image-like
+    input, with frozen weights."""
     return (type(module) is nn.Conv2d and module.groups == 1 and module.dilation == (1, 1)
             and module.padding_mode == "zeros" and not isinstance(module.padding, str)
             and max(module.stride) > 1 and module.in_channels <= MAX_IN_CHANNELS
+            and module.kernel_size[0] * module.kernel_size[1] >= MIN_KERNEL_AREA
             and not module.weight.requires_grad)
 
 
@@ -121,7 +132,7 @@ def polyphase_convolutions(model: nn.Module, device: torch.device) -> Iterator[i
     polyphase convolution (on CPU; elsewhere nothing changes). Yields how many were rewritten."""
     convs = [m for m in model.modules() if eligible(m)] if device.type == "cpu" else []
     for conv in convs:
-        conv.polyphase = tuple(Geometry(s, p, k) for s, p, k in zip(conv.stride, conv.padding, conv.kernel_size))
+        conv.polyphase = geometry(conv)
         conv.forward = _forward.__get__(conv)  # an instance attribute: the class stays untouched
     try:
         yield len(convs)
