@@ -19,7 +19,7 @@ from atlasgen.featvis.batch import ImageSpec, image_seed
 from atlasgen.objectives.diversity import gram_similarity
 from atlasgen.featvis.optimize import octave_plan, pack_batches
 from atlasgen.featvis.param import ClampInward, ImageParam
-from atlasgen.featvis.redirect import RedirectedReLU, redirect_relu_gradients
+from atlasgen.featvis.redirect import RedirectedReLU, redirect_relu_gradients, redirected_gradient
 from atlasgen.featvis.transforms import TransformRanges, affine_matrices, align_to_image, random_view
 from atlasgen.settings import Octave, Preprocess, VisSettings
 
@@ -220,6 +220,21 @@ def test_a_dead_image_in_the_batch_does_not_change_a_live_ones():
     beside_dead = visualize_channels(TwoBranches().eval(), "act", [0, 1], settings, CENTRED, CPU)
     assert beside_dead.activation["channel"][0] > 0  # the dead one came alive
     assert np.array_equal(alone.images["channel"][0], beside_dead.images["channel"][1])
+
+
+@pytest.mark.parametrize("dead_rows", [[], [1], [0, 1, 2]])
+def test_redirected_gradient_is_the_same_with_and_without_the_cpus_shortcuts(dead_rows):
+    """A GPU takes the branch-free path (no host synchronization per ReLU); it must agree."""
+    torch.manual_seed(0)
+    x, grad = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    x[dead_rows] = -x[dead_rows].abs() - 0.1  # those images' ReLU passes nothing
+    with_shortcuts = redirected_gradient(x, grad, shortcuts=True)
+    assert torch.equal(with_shortcuts, redirected_gradient(x, grad, shortcuts=False))
+    live = [r for r in range(3) if r not in dead_rows]
+    x_ = x.clone().requires_grad_(True)
+    plain, = torch.autograd.grad(torch.relu(x_), x_, grad)
+    assert torch.equal(with_shortcuts[live], plain[live])
+    assert all((with_shortcuts[r] != 0).any() for r in dead_rows)  # redirected: a gradient after all
 
 
 def test_redirected_relu_gradient_rules():

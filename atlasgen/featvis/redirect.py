@@ -24,15 +24,23 @@ class RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        relu_grad = torch.ops.aten.threshold_backward(grad, x, 0)  # plain ReLU's gradient, one fused pass
-        dead = ~relu_grad.reshape(relu_grad.shape[0], -1).any(dim=1) if x.dim() else ~relu_grad.reshape(1, 1).any(dim=1)
-        if not bool(dead.any()):  # the common case once the images are alive: plain ReLU
-            return relu_grad
-        # Gradient descent moves x by -grad: grad > 0 would push a negative x further down.
-        redirected = grad.masked_fill((x < 0) & (grad > 0), 0)
-        if bool(dead.all()):
-            return redirected
-        return torch.where(dead.reshape((-1,) + (1,) * (x.dim() - 1)), redirected, relu_grad)
+        return redirected_gradient(x, grad, shortcuts=grad.device.type == "cpu")
+
+
+def redirected_gradient(x: torch.Tensor, grad: torch.Tensor, shortcuts: bool) -> torch.Tensor:
+    """The plain ReLU gradient for images it reaches, the redirected one for the others.
+    `shortcuts` skips work when no image (or every image) is dead, which asks the device; on a
+    GPU that is a host synchronization per ReLU per step, so there every image takes the
+    `torch.where` instead. Both give the same gradient."""
+    relu_grad = torch.ops.aten.threshold_backward(grad, x, 0)  # plain ReLU's gradient, one fused pass
+    dead = ~relu_grad.reshape(relu_grad.shape[0], -1).any(dim=1) if x.dim() else ~relu_grad.reshape(1, 1).any(dim=1)
+    if shortcuts and not bool(dead.any()):  # the common case once the images are alive: plain ReLU
+        return relu_grad
+    # Gradient descent moves x by -grad: grad > 0 would push a negative x further down.
+    redirected = grad.masked_fill((x < 0) & (grad > 0), 0)
+    if shortcuts and bool(dead.all()):
+        return redirected
+    return torch.where(dead.reshape((-1,) + (1,) * (x.dim() - 1)), redirected, relu_grad)
 
 
 def redirected_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
