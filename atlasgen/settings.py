@@ -46,7 +46,7 @@ class Octave:
 # Lucid's 0.05 reach the highest activation per second at this step budget; half the steps at
 # half size cost a quarter each. Half the steps at full size (benchmarks/fidelity.py): with a
 # quarter there (and a 0.75 octave between), three units of a rougher network at 128 px stopped
-# just short of their dataset's best, and most other images reached 4-40% less; it costs about a
+# just short of their dataset's best, and most other images now reach 1.04-1.4x more; it costs about a
 # fifth more compute per image. Blur: half of what it was before the clamp squash (param.py):
 # the full blur kept fine features from units that have them (a channel whose lowest dataset
 # image is 5 px stripes stopped at a quarter of that image's value). Lucid uses no blur at all.
