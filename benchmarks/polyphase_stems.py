@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from atlasgen.featvis import polyphase  # noqa: E402
+from conv_rate import best_seconds  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 STEMS = [  # in, out, kernel, stride, padding, image side, batch, where
     (3, 64, 7, 2, 3, 128, 32, "GoogLeNet, ResNet, DenseNet (atlasgen's 128 px default)"),
@@ -32,13 +32,7 @@ STEMS = [  # in, out, kernel, stride, padding, image side, batch, where
 
 
 def best_ms(fn, repeats: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+    return 1e3 * best_seconds(fn, repeats)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ Used on CPU only, where it was measured; cuDNN has its own kernels for this case
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,8 +53,10 @@ class Geometry:
     def taps(self) -> int:
         return (self.stride - 1 + self.padding) // self.stride - self.first_offset + 1
 
+    @functools.cached_property
     def weight_index(self) -> torch.Tensor:
-        """(stride, taps) index into the weight padded by one zero at `kernel`."""
+        """(stride, taps) index into the weight padded by one zero at `kernel` (built once: the
+        backward pass of every step reads it)."""
         index = torch.full((self.stride, self.taps), self.kernel, dtype=torch.long)
         for phase in range(self.stride):
             for tap in range(self.taps):
@@ -94,7 +97,7 @@ def polyphase_kernel(weight: torch.Tensor, gh: Geometry, gw: Geometry) -> torch.
     """(in_channels x sh x sw, out_channels, taps_h, taps_w): for each input channel and phase,
     the weights that reach it, flipped into a stride-1 correlation over the output gradient."""
     padded = F.pad(weight, (0, 1, 0, 1))  # index `kernel` reads a zero
-    rows, cols = gh.weight_index().to(weight.device), gw.weight_index().to(weight.device)
+    rows, cols = gh.weight_index.to(weight.device), gw.weight_index.to(weight.device)
     taps = padded[:, :, rows[:, :, None, None], cols[None, None, :, :]]  # (O, C, sh, th, sw, tw)
     out_channels, in_channels = weight.shape[:2]
     return taps.permute(1, 2, 4, 0, 3, 5).reshape(in_channels * gh.stride * gw.stride, out_channels, gh.taps, gw.taps)
