@@ -9,7 +9,7 @@
 2. Host synchronizations inside the step loop: torch's sync debug mode counts them in a 16-step
    and a 48-step run; the difference over 32 is the count per step (target 0).
 3. The automatic batch size and the GPU memory it peaks at, per GoogLeNet layer, and the
-   step time at batch sizes 32..512 (image-steps per second, CUDA events), which shows where
+   step time at each --batches size and --sizes side (image-steps per second), which shows where
    per-step launch overhead stops mattering.
 """
 
@@ -87,28 +87,30 @@ def syncs_per_step(device: torch.device) -> None:
         print(f"   e.g. {message[:160]}")
 
 
-def googlenet_steps(device: torch.device) -> None:
+def googlenet_steps(device: torch.device, batches: list[int], sizes: list[int]) -> None:
     torch.manual_seed(0)
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).to(device).eval()
     for layer in ("conv1", "inception3a", "inception4c", "inception5b"):
         with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, layer, probe(device)):
-            layer_steps(model, layer, device)
+            for size in sizes:
+                layer_steps(model, layer, device, batches, size)
 
 
 def probe(device: torch.device) -> torch.Tensor:
     return torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(device)
 
 
-def layer_steps(model: torch.nn.Module, layer: str, device: torch.device) -> None:
-    """As visualize_channels runs a batch: frozen weights, batch norms folded, cuDNN deterministic."""
+def layer_steps(model: torch.nn.Module, layer: str, device: torch.device, batches: list[int], size: int) -> None:
+    """As visualize_channels runs a batch: frozen weights, batch norms folded, cuDNN deterministic;
+    one octave at `size` px (the default schedule runs half its steps at half the final side)."""
     imagenet = Preprocess()
-    settings = VisSettings(objectives=("channel",))
+    settings = VisSettings(objectives=("channel",), size=size)
     torch.cuda.reset_peak_memory_stats(device)
     auto = _auto_batch_size(model, layer, settings, imagenet, device)
     row = []
-    for batch in (32, 128, 512):
+    for batch in batches:
         specs = [ImageSpec(c % 64, "channel") for c in range(batch)]
-        timed = VisSettings(objectives=("channel",), steps=24)
+        timed = VisSettings(objectives=("channel",), steps=24, size=size, octaves=VisSettings().octaves[-1:])
         optimize_batch(model, layer, specs, timed, imagenet, device)  # warm-up: cuDNN plans, allocator
         torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -116,24 +118,64 @@ def layer_steps(model: torch.nn.Module, layer: str, device: torch.device) -> Non
         torch.cuda.synchronize(device)
         row.append(f"batch {batch}: {batch * timed.steps / (time.perf_counter() - start):7.0f} image-steps/s")
     peak = torch.cuda.max_memory_allocated(device) / 2**30
-    print(f"googlenet {layer:<12} auto batch {auto:>4}; " + "; ".join(row) + f"; peak {peak:.1f} GiB")
+    print(f"googlenet {layer:<12} {size:>3} px auto batch {auto:>4}; " + "; ".join(row) + f"; peak {peak:.1f} GiB")
 
 
-def profile(device: torch.device) -> None:
-    """Where one step's GPU time goes: torch.profiler over 8 steps of inception4c at batch 512."""
+def profile(device: torch.device, batches: list[int], sizes: list[int]) -> None:
+    """Where one step's GPU time goes: torch.profiler over 8 steps of inception4c at the first
+    batch size and each image side."""
     from torch.profiler import ProfilerActivity, profile as profiler
 
     torch.manual_seed(0)
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).to(device).eval()
-    specs = [ImageSpec(c, "channel") for c in range(512)]
-    settings = VisSettings(objectives=("channel",), steps=8, octaves=VisSettings().octaves[-1:], relu_redirect_steps=0)
-    with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, "inception4c", probe(device)):
-        optimize_batch(model, "inception4c", specs, settings, Preprocess(), device)
-        torch.cuda.synchronize(device)
-        with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    specs = [ImageSpec(c % 512, "channel") for c in range(batches[0])]
+    for size in sizes:
+        settings = VisSettings(objectives=("channel",), steps=8, size=size, octaves=VisSettings().octaves[-1:],
+                               relu_redirect_steps=0)
+        with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, "inception4c", probe(device)):
             optimize_batch(model, "inception4c", specs, settings, Preprocess(), device)
             torch.cuda.synchronize(device)
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60))
+            with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                optimize_batch(model, "inception4c", specs, settings, Preprocess(), device)
+                torch.cuda.synchronize(device)
+        print(f"inception4c, batch {len(specs)}, {size} px, 8 steps:")
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60))
+
+
+def graphs(device: torch.device, batches: list[int], sizes: list[int]) -> None:
+    """The step eagerly against replayed as a CUDA graph (featvis/replay.py), alternating, on
+    every objective's images (batch: the first --batches size): image-steps per second each way,
+    and whether the two give the same images."""
+    import atlasgen.featvis.optimize as optimize
+    from atlasgen.featvis.batch import image_specs
+    from atlasgen.featvis.replay import StepReplay
+
+    class Eager(StepReplay):
+        def __init__(self, step, optimizers, capture):  # noqa: ANN001
+            super().__init__(step, optimizers, capture=False)
+
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).to(device).eval()
+    for layer in ("conv1", "inception3a", "inception4c", "inception5b"):
+        for size in sizes:
+            settings = VisSettings(steps=24, size=size, octaves=VisSettings().octaves[-1:])
+            specs = image_specs(range(batches[0] // 7), settings)
+            rates: dict[str, list[float]] = {"eager": [], "graph": []}
+            images = {}
+            with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, layer, probe(device)):
+                for name, kind in [("eager", Eager), ("graph", StepReplay)] * 3:
+                    optimize.StepReplay = kind
+                    torch.cuda.synchronize(device)
+                    start = time.perf_counter()
+                    images[name] = optimize_batch(model, layer, specs, settings, Preprocess(), device)
+                    torch.cuda.synchronize(device)
+                    rates[name].append(len(specs) * settings.steps / (time.perf_counter() - start))
+            optimize.StepReplay = StepReplay
+            eager, graph = max(rates["eager"][1:]), max(rates["graph"][1:])  # the first of each: warm-up
+            same = torch.equal(images["eager"], images["graph"])
+            print(f"googlenet {layer:<12} {size:>3} px, {len(specs)} images: eager {eager:7.0f}, graph {graph:7.0f} "
+                  f"image-steps/s ({graph / eager:.2f}x); same images: {same} (largest difference "
+                  f"{(images['eager'] - images['graph']).abs().max().item():.2g})")
 
 
 def deterministic(device: torch.device) -> None:
@@ -154,6 +196,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--parts", nargs="+", default=["fidelity", "syncs", "steps"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[32, 128, 512], help="batch sizes of steps, profile")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[128], help="image sides of steps, profile")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     device = torch.device(args.device)
@@ -161,11 +205,14 @@ def main() -> None:
         props = torch.cuda.get_device_properties(device)
         print(f"{props.name}, {props.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, "
               f"cuDNN {torch.backends.cudnn.version()}, bf16 {torch.cuda.is_bf16_supported()}")
-    parts = {"fidelity": fidelity, "syncs": syncs_per_step, "steps": googlenet_steps, "profile": profile,
-             "deterministic": deterministic}
+    sized = {"steps": googlenet_steps, "profile": profile, "graphs": graphs}
+    parts = {"fidelity": fidelity, "syncs": syncs_per_step, "deterministic": deterministic}
     for name in args.parts:
         began = time.perf_counter()
-        parts[name](device)
+        if name in sized:
+            sized[name](device, args.batches, args.sizes)
+        else:
+            parts[name](device)
         print(f"[{name}: {time.perf_counter() - began:.0f} s]", flush=True)
 
 

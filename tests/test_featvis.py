@@ -17,9 +17,11 @@ from atlasgen.errors import AtlasError
 from atlasgen.featvis import VisResult, pick_device, visualize_channels
 from atlasgen.featvis.batch import ImageSpec, image_seed
 from atlasgen.objectives.diversity import gram_similarity
-from atlasgen.featvis.optimize import octave_plan, pack_batches
+from atlasgen.featvis.batch import pack_batches
+from atlasgen.featvis.optimize import octave_plan
 from atlasgen.featvis.param import ClampInward, ImageParam
 from atlasgen.featvis.redirect import RedirectedReLU, redirect_relu_gradients, redirected_gradient
+from atlasgen.featvis.replay import LR, RATE, SIGMA, STRENGTH, StepReplay, octave_table
 from atlasgen.featvis.transforms import TransformRanges, affine_matrices, align_to_image, random_view
 from atlasgen.settings import Octave, Preprocess, VisSettings
 
@@ -414,3 +416,45 @@ def test_progress_counts_image_steps():
     calls.clear()
     visualize_channels(random_net(), "relu2", [0, 1], tiny_settings(steps=4, size=16, batch_size=2), CENTRED, CPU, progress=calls.append)
     assert calls == [2] * 4  # 4 steps x 1 batch of two images
+
+
+def test_view_strength_scales_every_range_and_zero_is_the_identity():
+    draws = torch.rand(6, 4, generator=torch.Generator().manual_seed(3))
+    ranges = TransformRanges(pad=0.1, jitter=0.15, scale=(0.9, 1.1), rotate=10.0)
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(6, 2, 3)
+    assert torch.equal(affine_matrices(draws, ranges, torch.tensor(0.0)), identity)
+    halved = TransformRanges(pad=0.05, jitter=0.075, scale=(0.95, 1.05), rotate=5.0)
+    assert torch.allclose(affine_matrices(draws, ranges, torch.tensor(0.5)), affine_matrices(draws, halved), atol=1e-6)
+    assert not torch.allclose(affine_matrices(draws, ranges), affine_matrices(draws, halved), atol=1e-3)
+
+
+def test_octave_table_runs_each_schedule_linearly():
+    table = octave_table((0.4, 0.2), (0.5, 0.0), 5, last=True, still=False, blur_scale=2.0, device=torch.device("cpu"))
+    assert torch.allclose(table[:, LR], torch.tensor([0.4, 0.35, 0.3, 0.25, 0.2]))
+    assert torch.allclose(table[:, STRENGTH], torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))  # fades to the identity
+    assert torch.allclose(table[:, SIGMA], torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))  # blur 0.5 -> 0, times 2
+    # The per-image rate factor: 0 at the start, 1 at the end, where an image's rate is its own end.
+    assert table[0, RATE] == 0 and torch.isclose(table[-1, RATE], torch.tensor(1.0))
+    earlier = octave_table((0.4, 0.4), (0.5, 0.5), 3, last=False, still=True, blur_scale=1.0, device=torch.device("cpu"))
+    assert torch.equal(earlier[:, STRENGTH], torch.ones(3))  # full views before the last octave
+    still = octave_table((0.4, 0.2), (0.0, 0.0), 3, last=True, still=True, blur_scale=1.0, device=torch.device("cpu"))
+    assert torch.equal(still[:, STRENGTH], torch.zeros(3))
+
+
+def test_step_replay_on_cpu_runs_the_step_eagerly_with_fresh_gradients():
+    p = torch.zeros(3, requires_grad=True)
+    optimizer = torch.optim.SGD([p], lr=1.0)
+    x = torch.zeros(3)
+
+    def step() -> torch.Tensor:
+        (p * x).sum().backward()
+        optimizer.step()
+        return p.detach()
+
+    run = StepReplay(step, [optimizer], capture=False)
+    for value in (1.0, 2.0):
+        x.fill_(value)
+        run()
+    # Gradients cleared before every step: -1 then -2; accumulated ones would give -1 then -3.
+    assert torch.equal(p.detach(), torch.full((3,), -3.0))
+    assert run.graph is None

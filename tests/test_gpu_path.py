@@ -72,7 +72,8 @@ def test_ranks_on_one_gpu_split_its_memory(monkeypatch, local, gpus, share):
 
 
 def test_a_gpu_call_fills_whole_batches():
-    from atlasgen.featvis.optimize import MAX_AUTO_BATCH, image_specs, pack_batches
+    from atlasgen.featvis.batch import image_specs, pack_batches
+    from atlasgen.featvis.optimize import MAX_AUTO_BATCH
     from atlasgen.stages.featvis import CHUNK, channels_per_call
 
     defaults = VisSettings()  # 7 images per channel: channel, negative, neuron, 4 diverse
@@ -80,3 +81,23 @@ def test_a_gpu_call_fills_whole_batches():
     count = channels_per_call(defaults, torch.device("cuda"))
     batches = pack_batches(image_specs(range(count), defaults), MAX_AUTO_BATCH)
     assert len(batches) == 4 and all(MAX_AUTO_BATCH - 7 < len(b) <= MAX_AUTO_BATCH for b in batches)
+
+
+def test_filler_rows_of_a_fixed_size_batch_change_no_image(monkeypatch):
+    """On CUDA every batch runs at the full batch size (optimize.batch_rows), the rest filler;
+    the filler must not reach the real images. The CPU runs the same code when asked to."""
+    plain = visualize_channels(small_net(), "relu1", [0, 1, 2], settings(), CENTRED, CPU)
+    rows: list[int | None] = []
+    real = optimize.optimize_batch
+
+    def recorded(*args, **kwargs):
+        rows.append(kwargs.get("rows"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optimize, "batch_rows", lambda device, batch_size: batch_size)
+    monkeypatch.setattr(optimize, "optimize_batch", recorded)
+    padded = visualize_channels(small_net(), "relu1", [0, 1, 2], settings(), CENTRED, CPU)
+    assert rows == [8, 8]  # 9 images in two batches of at most 8, each run as 8
+    for name in ("channel", "diversity"):
+        assert np.array_equal(plain.images[name], padded.images[name])
+        assert np.array_equal(plain.activation[name], padded.activation[name])

@@ -8,6 +8,7 @@ share its batch (a grouped objective's images are always kept together)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,33 @@ def image_seed(seed: int, spec: ImageSpec) -> int:
     """A 63-bit seed from (seed, channel, objective, index) only: never from batch position."""
     text = f"atlasgen-featvis:{seed}:{spec.channel}:{spec.objective}:{spec.index}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def image_specs(channels: Sequence[int], settings: VisSettings) -> list[ImageSpec]:
+    """Every image to optimize, channel by channel, objectives in settings order."""
+    specs = []
+    for channel in channels:
+        for objective in settings.objectives:
+            count = objectives.get(objective).images(settings)
+            specs.extend(ImageSpec(int(channel), objective, i) for i in range(count))
+    return specs
+
+
+def pack_batches(specs: list[ImageSpec], batch_size: int) -> list[list[ImageSpec]]:
+    """Greedy packing in order; the image set of a grouped objective is never split."""
+    sets: list[list[ImageSpec]] = []
+    for spec in specs:
+        if spec.index > 0 and sets and objectives.get(spec.objective).grouped:
+            sets[-1].append(spec)
+        else:
+            sets.append([spec])
+    batches: list[list[ImageSpec]] = []
+    for images in sets:
+        if batches and len(batches[-1]) + len(images) <= batch_size:
+            batches[-1].extend(images)
+        else:
+            batches.append(list(images))
+    return batches
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,11 @@ def autocast_for(device: torch.device) -> tuple[contextlib.AbstractContextManage
         return (torch.autocast("cpu", dtype=torch.bfloat16) if cpu_has_native_bf16() else contextlib.nullcontext()), None
     if device.type != "cuda":
         return contextlib.nullcontext(), None
+    # No cast cache: a captured step (featvis/replay.py) must not keep casts made outside it, and
+    # the frozen weights are not cached anyway (autocast caches only leaves that need a gradient).
     if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), None
-    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False), None
+    return torch.autocast("cuda", dtype=torch.float16, cache_enabled=False), torch.amp.GradScaler("cuda")
 
 
 @contextlib.contextmanager

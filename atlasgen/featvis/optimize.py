@@ -16,12 +16,13 @@ from atlasgen.distributed import processes_per_gpu
 from atlasgen.errors import AtlasError
 from atlasgen import objectives
 from atlasgen.featvis.device import autocast_for, repeatable
-from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed
+from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed, image_specs, pack_batches
 from atlasgen.featvis.field import blur_scale, field_side, pixel_scale
 from atlasgen.featvis.fold import folded_batchnorm
 from atlasgen.featvis.polyphase import polyphase_convolutions
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
+from atlasgen.featvis.replay import LR, RATE, SIGMA, STRENGTH, StepInputs, StepReplay, octave_table
 from atlasgen.featvis.transforms import DRAWS_PER_STEP, TransformRanges, affine_matrices, random_view
 from atlasgen.hooks import eval_mode, forward_layers
 from atlasgen.settings import Preprocess, VisSettings
@@ -68,33 +69,6 @@ def octave_plan(settings: VisSettings) -> list[OctaveStep]:
         for o, n in zip(octaves, counts)
         if n > 0
     ]
-
-
-def image_specs(channels: Sequence[int], settings: VisSettings) -> list[ImageSpec]:
-    """Every image to optimize, channel by channel, objectives in settings order."""
-    specs = []
-    for channel in channels:
-        for objective in settings.objectives:
-            count = objectives.get(objective).images(settings)
-            specs.extend(ImageSpec(int(channel), objective, i) for i in range(count))
-    return specs
-
-
-def pack_batches(specs: list[ImageSpec], batch_size: int) -> list[list[ImageSpec]]:
-    """Greedy packing in order; the image set of a grouped objective is never split."""
-    sets: list[list[ImageSpec]] = []
-    for spec in specs:
-        if spec.index > 0 and sets and objectives.get(spec.objective).grouped:
-            sets[-1].append(spec)
-        else:
-            sets.append([spec])
-    batches: list[list[ImageSpec]] = []
-    for images in sets:
-        if batches and len(batches[-1]) + len(images) <= batch_size:
-            batches[-1].extend(images)
-        else:
-            batches.append(list(images))
-    return batches
 
 
 def _normalizer(preprocess: Preprocess, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -166,26 +140,36 @@ def optimize_batch(
     blur: float = 1.0,
     record: Recorder | None = None,
     still_last_octave: bool = False,
+    rows: int | None = None,
 ) -> torch.Tensor:
     """Optimize one batch through every octave; returns float images (B, 3, size, size) on the CPU.
     `blur` scales every octave's blur (see `field.blur_scale`); `still_last_octave` drops the
-    random views over the last octave and optimizes its RGB pixels there (see `field.pixel_scale`)."""
+    random views over the last octave and optimizes its RGB pixels there (see `field.pixel_scale`).
+    `rows`: run the batch as that many images, the ones past `specs` without an objective (see
+    `batch_rows`)."""
     plan = octave_plan(settings)
     total_steps = sum(o.steps for o in plan)
     generators = [torch.Generator().manual_seed(image_seed(settings.seed, s)) for s in specs]
     first = plan[0].size
     shape = ImageParam.shape_for(first, settings.fft)
-    init = torch.stack([torch.randn(shape, generator=g) * INIT_SD for g in generators])
-    draws = torch.stack([torch.rand(total_steps, DRAWS_PER_STEP, generator=g) for g in generators]).to(device)
+    fill = max((rows or 0) - len(specs), 0)
+    # Filler images start grey and stay so: no objective reads them, so their gradient is zero.
+    init = torch.stack([torch.randn(shape, generator=g) * INIT_SD for g in generators] + [torch.zeros(shape)] * fill)
+    draws = torch.stack([torch.rand(total_steps, DRAWS_PER_STEP, generator=g) for g in generators]
+                        + [torch.zeros(total_steps, DRAWS_PER_STEP)] * fill).to(device)
     param = ImageParam(init.to(device).requires_grad_(True), first, settings.fft, settings.decorrelate)
     objective = BatchObjective.build(specs, settings, device)
     normalize = _normalizer(preprocess, device)
     autocast, scaler = autocast_for(device)
     ranges = TransformRanges(settings.pad, settings.jitter, tuple(settings.scale), settings.rotate)
-    ends = [objectives.get(s.objective).lr_end for s in specs]
+    ends = [objectives.get(s.objective).lr_end for s in specs] + [1.0] * fill
     # Each image's learning-rate end, on the images' device once (no host transfer per step);
     # None when every image keeps the shared schedule.
     own_ends = torch.tensor(ends, device=device) if any(end != 1.0 for end in ends) else None
+    inputs = StepInputs(len(init), DRAWS_PER_STEP, device)
+    # A graph replays kernels only: a recorder (Python per step) and fp16's loss scaler (which
+    # decides on the host whether to step) need the eager loop.
+    capture = device.type == "cuda" and scaler is None and record is None
 
     def backward(param: ImageParam, theta: torch.Tensor, redirect: bool) -> torch.Tensor:
         """One forward and backward pass of the batch under the views `theta`; the activations."""
@@ -196,61 +180,82 @@ def optimize_batch(
         (scaler.scale(loss) if scaler is not None else loss).backward()
         return acts.detach()
 
+    def one_step(param: ImageParam, optimizer: torch.optim.Optimizer, redirect: bool, rates: bool, blurs: bool
+                 ) -> torch.Tensor:
+        """A whole step, reading what changes between steps from `inputs` only (see replay.py)."""
+        # Over the last octave the transforms fade to the identity view, on which the image is
+        # scored: robust structure is laid down first, then exact detail (borders, a neuron's
+        # few pixels) settles without the random views averaging it away. A unit that sees a
+        # few pixels gets no random views at all over the last octave (field.pixel_scale).
+        acts = backward(param, affine_matrices(inputs.draws, ranges, inputs[STRENGTH]), redirect)
+        before = param.params.detach().clone() if rates else None
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+            _normalize_gradients(param.params)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            _normalize_gradients(param.params)
+            optimizer.step()
+        if before is not None and own_ends is not None:
+            _scale_steps(param.params, before, 1.0 + (own_ends - 1.0) * inputs[RATE])
+        if blurs:
+            param.blur(inputs[SIGMA])
+        return acts
+
     step = 0
     for octave in plan:
-        pixels = still_last_octave and octave is plan[-1]
+        last = octave is plan[-1]
+        pixels = still_last_octave and last
         if octave.size != param.size or pixels:
             param = _resized(param, octave.size, pixels)
-        optimizer = torch.optim.Adam([param.params], lr=octave.lr[0], eps=ADAM_EPS)
+        table = octave_table(octave.lr, octave.blur, octave.steps, last, still_last_octave, blur, device)
+        # A tensor learning rate, which the step reads from `inputs` like everything else.
+        optimizer = torch.optim.Adam([param.params], lr=inputs[LR], eps=ADAM_EPS, capturable=device.type == "cuda")
+        # Redirected ReLU gradients over the first steps of every octave, not only the first:
+        # a unit alive on the smaller image can be dead on the resized one, and without a
+        # gradient it stays dead. They differ from the plain gradients only where an image's
+        # ReLU passes none, image by image.
+        runs = {redirect: StepReplay(functools.partial(one_step, param, optimizer, redirect, last and own_ends is not None,
+                                                       blur > 0 and max(octave.blur) > 0), [optimizer], capture)
+                for redirect in (True, False)}
         for k in range(octave.steps):
-            t = k / (octave.steps - 1) if octave.steps > 1 else 0.0
-            for group in optimizer.param_groups:
-                group["lr"] = octave.lr[0] + (octave.lr[1] - octave.lr[0]) * t
-            rates = image_rates(octave.lr, t, own_ends) if octave is plan[-1] and own_ends is not None else None
-            optimizer.zero_grad(set_to_none=True)
-            # Over the last octave the transforms fade to the identity view, on which the image is
-            # scored: robust structure is laid down first, then exact detail (borders, a neuron's
-            # few pixels) settles without the random views averaging it away. A unit that sees a
-            # few pixels gets no random views at all over the last octave (field.pixel_scale).
-            strength = (0.0 if still_last_octave else 1.0 - t) if octave is plan[-1] else 1.0
-            theta = affine_matrices(draws[:, step], ranges.scaled(strength))
-            # Redirected ReLU gradients over the first steps of every octave, not only the
-            # first: a unit alive on the smaller image can be dead on the resized one, and without
-            # a gradient it stays dead. They differ from the plain gradients only where an image's
-            # ReLU passes none, image by image.
-            acts = backward(param, theta, redirect=k < settings.relu_redirect_steps)
+            redirect = k < settings.relu_redirect_steps
+            if not redirect:
+                runs[True].release()
+            inputs.load(draws[:, step], table[k])
+            acts = runs[redirect]()
             if record is not None:
                 record(step, specs, acts)
-            before = param.params.detach().clone() if rates is not None else None
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-                _normalize_gradients(param.params)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                _normalize_gradients(param.params)
-                optimizer.step()
-            if before is not None:
-                _scale_steps(param.params, before, rates)
-            param.blur(blur * (octave.blur[0] + (octave.blur[1] - octave.blur[0]) * t))
             step += 1
             if progress is not None:
                 progress(len(specs))
+        for run in runs.values():
+            run.release()
     with torch.no_grad():
-        final = param.image()
+        final = param.image()[: len(specs)]
         if final.shape[-1] != settings.size:
             final = F.interpolate(final, size=(settings.size, settings.size), mode="bilinear", align_corners=False)
     return final.float().cpu()
 
 
-def _optimize_fitting(run: Callable[[list[ImageSpec]], torch.Tensor], layer: str, specs: list[ImageSpec],
-                      smallest: int) -> list[torch.Tensor]:
-    """`run(specs)` (optimize_batch), split in halves while the GPU runs out of memory (other
-    processes can take memory after the batch size was chosen). Each image is the same in any
-    batch on the CPU, and on a GPU up to rounding (README); progress already reported for a
-    failed batch is not taken back."""
+def batch_rows(device: torch.device, batch_size: int) -> int | None:
+    """How many images a batch of at most `batch_size` runs as: on CUDA always `batch_size`,
+    the rest filler, because cuDNN picks its algorithms (and so its rounding, which the
+    optimization amplifies into visible detail) by tensor shape, batch size included: an image
+    is then the same alone as in a full batch. On CPU as many as there are (None): oneDNN's
+    sums do not depend on the batch."""
+    return batch_size if device.type == "cuda" else None
+
+
+def _optimize_fitting(run: Callable[..., torch.Tensor], layer: str, specs: list[ImageSpec],
+                      smallest: int, rows: int | None) -> list[torch.Tensor]:
+    """`run(specs, rows=rows)` (optimize_batch), split in halves while the GPU runs out of memory
+    (other processes can take memory after the batch size was chosen); images of a split batch
+    round differently on a GPU (`batch_rows`). Progress already reported for a failed batch is
+    not taken back."""
     try:
-        return [run(specs)]
+        return [run(specs, rows=rows)]
     except torch.cuda.OutOfMemoryError:
         half = max(len(specs) // 2, smallest)
         if half >= len(specs):
@@ -258,18 +263,8 @@ def _optimize_fitting(run: Callable[[list[ImageSpec]], torch.Tensor], layer: str
                              "visualize.size smaller, or build on another device with --device") from None
         torch.cuda.empty_cache()
         log.warning("%s: out of GPU memory with %d images in a batch; trying %d", layer, len(specs), half)
-        return [image for part in pack_batches(specs, half) for image in _optimize_fitting(run, layer, part, smallest)]
-
-
-def image_rates(lr: tuple[float, float], t: float, ends: torch.Tensor) -> torch.Tensor | None:
-    """(B,) each image's learning rate over the shared one at fraction `t` of the last octave
-    (`lr`: its configured start and end), the end scaled by the image's objective's `lr_end`
-    (`ends`, (B,)); None when the shared rate is zero (zero for all)."""
-    shared = lr[0] + (lr[1] - lr[0]) * t
-    if shared <= 0:
-        return None
-    # (lr0 + (lr1 * end - lr0) t) / shared, written as 1 + ...: exactly 1 where end is 1
-    return 1.0 + (ends - 1.0) * (lr[1] * t / shared)
+        rows = half if rows is not None else None
+        return [image for part in pack_batches(specs, half) for image in _optimize_fitting(run, layer, part, smallest, rows)]
 
 
 def _scale_steps(params: torch.Tensor, before: torch.Tensor, rates: torch.Tensor) -> None:
@@ -352,14 +347,16 @@ def visualize_channels(
             raise AtlasError(f"layer {layer!r} has {n_layer} channels; channel(s) {bad} do not exist")
         batch_size = settings.batch_size or _auto_batch_size(model, layer, settings, preprocess, device)
         largest_set = max(objectives.get(o).images(settings) if objectives.get(o).grouped else 1 for o in settings.objectives)
-        batches = pack_batches(specs, max(batch_size, largest_set))
+        batch_size = max(batch_size, largest_set)
+        batches = pack_batches(specs, batch_size)
         log.debug("visualizing %d channel(s) of %s: %d images in %d batch(es)", len(channels), layer, len(specs), len(batches))
         side = field_side(model, layer, probe)
         blur, still = blur_scale(side), pixel_scale(side)
         log.debug("%s: field %d px, blur x%.2f%s", layer, side, blur, ", last octave without random views" if still else "")
         run = functools.partial(optimize_batch, model, layer, settings=settings, preprocess=preprocess, device=device,
                                 progress=progress, blur=blur, record=record, still_last_octave=still)
-        finals = [image for batch in batches for image in _optimize_fitting(run, layer, batch, largest_set)]
+        rows = batch_rows(device, batch_size)
+        finals = [image for batch in batches for image in _optimize_fitting(run, layer, batch, largest_set, rows)]
         pixels = to_uint8(torch.cat(finals))
         # Score the stored (quantized) images, exactly what the site shows.
         scores, means = final_scores(model, layer, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, specs,

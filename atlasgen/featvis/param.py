@@ -116,9 +116,10 @@ class ImageParam:
             self.params.copy_(pre)
 
     @torch.no_grad()
-    def blur(self, sigma: float) -> None:
-        """Gaussian-blur the pre-squash image in place (exact and cheap in the Fourier domain)."""
-        if sigma <= 0:
+    def blur(self, sigma: torch.Tensor | float) -> None:
+        """Gaussian-blur the pre-squash image in place (exact and cheap in the Fourier domain);
+        `sigma` in pixels, a number or a 0-d tensor (which a replayed step changes in place)."""
+        if not isinstance(sigma, torch.Tensor) and sigma <= 0:
             return
         # The Gaussian's transfer function, from the frequencies computed once per size.
         transfer = torch.exp(-2.0 * math.pi**2 * sigma**2 * self._freqs * self._freqs)

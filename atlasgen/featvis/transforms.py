@@ -29,26 +29,22 @@ class TransformRanges:
     scale: tuple[float, float]
     rotate: float  # degrees
 
-    def scaled(self, factor: float) -> TransformRanges:
-        """The transforms `factor` times as strong (0 = the identity view)."""
-        low, high = self.scale
-        return TransformRanges(self.pad * factor, self.jitter * factor,
-                               (1 + (low - 1) * factor, 1 + (high - 1) * factor), self.rotate * factor)
 
-
-def affine_matrices(uniform: torch.Tensor, ranges: TransformRanges) -> torch.Tensor:
+def affine_matrices(uniform: torch.Tensor, ranges: TransformRanges, strength: torch.Tensor | float = 1.0) -> torch.Tensor:
     """(B, 2, 3) `affine_grid` matrices (output -> input, coordinates in [-1, 1]) from (B, 4)
     uniform draws in [0, 1).
 
     The output shows a view of side `1 + 2 * pad - jitter` image sides (grey outside the image,
     as Lucid's pad then jitter-crop), shifted by up to +-jitter/2 of the side, zoomed by a factor
-    in `scale` and rotated by up to +-`rotate` degrees about its centre.
+    in `scale` and rotated by up to +-`rotate` degrees about its centre. `strength` (a number or
+    a 0-d tensor, so that a replayed step can change it in place) scales every range: 0 is the
+    identity view.
     """
-    shift = (uniform[:, :2] - 0.5) * 2.0 * ranges.jitter  # in [-1, 1] coordinates: a side is 2
+    shift = (uniform[:, :2] - 0.5) * (2.0 * ranges.jitter) * strength  # in [-1, 1] coordinates: a side is 2
     low, high = ranges.scale
-    zoom = low + (high - low) * uniform[:, 2]
-    angle = torch.deg2rad((2.0 * uniform[:, 3] - 1.0) * ranges.rotate)
-    view = (1.0 + 2.0 * ranges.pad - ranges.jitter) / zoom
+    zoom = 1.0 + ((low - 1.0) + (high - low) * uniform[:, 2]) * strength
+    angle = torch.deg2rad((2.0 * uniform[:, 3] - 1.0) * ranges.rotate * strength)
+    view = (1.0 + (2.0 * ranges.pad - ranges.jitter) * strength) / zoom
     cos, sin = torch.cos(angle) * view, torch.sin(angle) * view
     row_x = torch.stack([cos, -sin, shift[:, 0]], dim=1)
     row_y = torch.stack([sin, cos, shift[:, 1]], dim=1)

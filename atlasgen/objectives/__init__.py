@@ -44,7 +44,7 @@ class Objective:
     # Where its images' learning rate ends, as a multiple of the last octave's configured end
     # (the last octave's linear decay runs from its start to that). The rest of the schedule is
     # shared; each image steps at its own objective's rate in a shared batch, so an image is the
-    # same alone or among others (`atlasgen.featvis.optimize.image_rates`).
+    # same alone or among others (`atlasgen.featvis.optimize._scale_steps`).
     lr_end: float = 1.0
     # Optimized by its own loop (a recipe of its own, `atlasgen.featvis.article`) and cached by
     # its own stage, not in the shared batches of `atlasgen.featvis.optimize`.
