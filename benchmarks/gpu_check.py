@@ -145,7 +145,7 @@ def profile(device: torch.device, batches: list[int], sizes: list[int]) -> None:
 def graphs(device: torch.device, batches: list[int], sizes: list[int]) -> None:
     """The step eagerly against replayed as a CUDA graph (featvis/replay.py), alternating, on
     every objective's images (batch: the first --batches size): image-steps per second each way,
-    and whether the two give the same images."""
+    how many steps were captured, and whether the two give the same images."""
     import atlasgen.featvis.optimize as optimize
     from atlasgen.featvis.batch import image_specs
     from atlasgen.featvis.replay import StepReplay
@@ -154,29 +154,41 @@ def graphs(device: torch.device, batches: list[int], sizes: list[int]) -> None:
         def __init__(self, step, optimizers, capture):  # noqa: ANN001
             super().__init__(step, optimizers, capture=False)
 
+    class Graph(StepReplay):
+        captured = 0
+
+        def _captured(self):  # noqa: ANN202
+            output = super()._captured()
+            Graph.captured += output is not None
+            return output
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     torch.manual_seed(0)
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).to(device).eval()
     for layer in ("conv1", "inception3a", "inception4c", "inception5b"):
         for size in sizes:
             settings = VisSettings(steps=24, size=size, octaves=VisSettings().octaves[-1:])
-            specs = image_specs(range(batches[0] // 7), settings)
+            specs = image_specs([c % 64 for c in range(batches[0] // 7)], settings)  # conv1 has 64 channels
             rates: dict[str, list[float]] = {"eager": [], "graph": []}
             images = {}
+            Graph.captured = 0
             with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, layer, probe(device)):
-                for name, kind in [("eager", Eager), ("graph", StepReplay)] * 3:
+                for name, kind in [("eager", Eager), ("graph", Graph)] * 3:
                     optimize.StepReplay = kind
-                    torch.cuda.synchronize(device)
+                    sync()
                     start = time.perf_counter()
                     images[name] = optimize_batch(model, layer, specs, settings, Preprocess(), device)
-                    torch.cuda.synchronize(device)
+                    sync()
                     rates[name].append(len(specs) * settings.steps / (time.perf_counter() - start))
             optimize.StepReplay = StepReplay
             eager, graph = max(rates["eager"][1:]), max(rates["graph"][1:])  # the first of each: warm-up
             same = torch.equal(images["eager"], images["graph"])
             print(f"googlenet {layer:<12} {size:>3} px, {len(specs)} images: eager {eager:7.0f}, graph {graph:7.0f} "
-                  f"image-steps/s ({graph / eager:.2f}x); same images: {same} (largest difference "
-                  f"{(images['eager'] - images['graph']).abs().max().item():.2g})")
-
+                  f"image-steps/s ({graph / eager:.2f}x), {Graph.captured} captures; same images: {same} "
+                  f"(largest difference {(images['eager'] - images['graph']).abs().max().item():.2g})", flush=True)
 
 def deterministic(device: torch.device) -> None:
     """The fidelity check again with cuDNN's deterministic algorithms and torch's deterministic
@@ -200,6 +212,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[128], help="image sides of steps, profile")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("atlasgen.featvis.replay").setLevel(logging.DEBUG)  # a step that could not be captured
     device = torch.device(args.device)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
