@@ -458,3 +458,21 @@ def test_step_replay_on_cpu_runs_the_step_eagerly_with_fresh_gradients():
     # Gradients cleared before every step: -1 then -2; accumulated ones would give -1 then -3.
     assert torch.equal(p.detach(), torch.full((3,), -3.0))
     assert run.graph is None
+
+
+def test_diversity_over_padded_groups_is_the_diversity_of_the_real_groups():
+    """diversity_value computes as many groups as the batch could hold (a fixed shape for the
+    GPU's batched products); the repeats change neither the values nor the gradient."""
+    from atlasgen.objectives.diversity import diversity_value
+
+    settings = tiny_settings(objectives=("diversity",), diversity=2, diversity_weight=1.0)
+    acts = torch.rand(12, 5, 3, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64, requires_grad=True)
+    rows, channels = torch.tensor([1, 2, 7, 8]), torch.tensor([0, 0, 3, 3])
+    value = diversity_value(acts, rows, channels, settings)
+    (grad,) = torch.autograd.grad(value.sum(), acts)
+    own = acts[rows, channels].flatten(1).mean(dim=1)
+    magnitude = own.view(-1, 2).abs().mean(dim=1, keepdim=True).detach()
+    direct = own - (magnitude * gram_similarity(acts[rows.view(-1, 2)])).flatten()
+    (direct_grad,) = torch.autograd.grad(direct.sum(), acts)
+    assert torch.allclose(value, direct) and torch.allclose(grad, direct_grad)
+    assert grad[[0, 3, 4, 5, 6, 9, 10, 11]].abs().sum() == 0  # rows of no group get no gradient

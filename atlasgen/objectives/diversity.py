@@ -29,6 +29,8 @@ def gram_similarity(group_acts: torch.Tensor) -> torch.Tensor:
 
 
 def diversity_value(acts: torch.Tensor, rows: torch.Tensor, channels: torch.Tensor, settings) -> torch.Tensor:
+    import torch
+
     value = own_channel_mean(acts, rows, channels)
     if settings.diversity_weight <= 0:
         return value
@@ -37,8 +39,14 @@ def diversity_value(acts: torch.Tensor, rows: torch.Tensor, channels: torch.Tens
     d = settings.diversity
     own = value.view(-1, d)
     magnitude = own.abs().mean(dim=1, keepdim=True).detach() + _MAGNITUDE_EPS
-    group_acts = acts[rows.view(-1, d)]  # (G, D, C, H, W)
-    return value - (settings.diversity_weight * magnitude * gram_similarity(group_acts)).flatten()
+    groups = rows.view(-1, d)
+    # As many groups as the batch could hold, the rest repeats of the first: cuBLAS picks its
+    # batched product's algorithm (and rounding) by the number of groups, which would make a
+    # channel's images differ alone and in a batch on a GPU (whose batches have a fixed size).
+    slots = max(acts.shape[0] // d, groups.shape[0])
+    padded = torch.cat([groups, groups[:1].expand(slots - groups.shape[0], d)])
+    similarity = gram_similarity(acts[padded])[: groups.shape[0]]  # from (slots, D, C, H, W)
+    return value - (settings.diversity_weight * magnitude * similarity).flatten()
 
 
 register(Objective(
