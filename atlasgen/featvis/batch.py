@@ -100,7 +100,10 @@ class BatchObjective:
         losses = -value
         # Each image's loss in units of its layer's RMS activation: untrained or unusual models
         # have activations of 1e-7, where Adam's epsilon would otherwise swamp the gradient.
-        scale = acts.flatten(1).pow(2).mean(dim=1).sqrt().detach().clamp_min(_SCALE_EPS)
+        # A norm over the per-image dimensions, not `flatten(1)`: channels-last activations
+        # would be copied first (10 ms of a 230 ms step of inception3a at batch 32 on CPU).
+        dims = tuple(range(1, acts.dim()))
+        scale = (torch.linalg.vector_norm(acts.detach(), dim=dims) / acts[0].numel() ** 0.5).clamp_min(_SCALE_EPS)
         return (losses / scale).sum()
 
     def _part_loss(self, part: Part, acts: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:

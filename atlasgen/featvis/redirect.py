@@ -33,7 +33,10 @@ def redirected_gradient(x: torch.Tensor, grad: torch.Tensor, shortcuts: bool) ->
     GPU that is a host synchronization per ReLU per step, so there every image takes the
     `torch.where` instead. Both give the same gradient."""
     relu_grad = torch.ops.aten.threshold_backward(grad, x, 0)  # plain ReLU's gradient, one fused pass
-    dead = ~relu_grad.reshape(relu_grad.shape[0], -1).any(dim=1) if x.dim() else ~relu_grad.reshape(1, 1).any(dim=1)
+    # Each image's largest |gradient| is 0: a reduction over the image's dimensions, where
+    # reshaping channels-last gradients to rows would copy them (6x slower on CPU).
+    dims = tuple(range(1, x.dim()))
+    dead = relu_grad.abs().amax(dim=dims) == 0 if dims else (relu_grad == 0).reshape(1)
     if shortcuts and not bool(dead.any()):  # the common case once the images are alive: plain ReLU
         return relu_grad
     # Gradient descent moves x by -grad: grad > 0 would push a negative x further down.
