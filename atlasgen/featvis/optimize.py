@@ -19,6 +19,7 @@ from atlasgen.featvis.device import autocast_for, repeatable
 from atlasgen.featvis.batch import BatchObjective, ImageSpec, image_seed, image_specs, pack_batches
 from atlasgen.featvis.field import blur_scale, field_side, pixel_scale
 from atlasgen.featvis.fold import folded_batchnorm
+from atlasgen.featvis.memory import retained_heap
 from atlasgen.featvis.polyphase import polyphase_convolutions
 from atlasgen.featvis.param import INIT_SD, ImageParam
 from atlasgen.featvis.redirect import redirect_relu_gradients
@@ -340,7 +341,7 @@ def visualize_channels(
     noise = torch.rand(1, 3, settings.size, settings.size, generator=torch.Generator().manual_seed(0))
     probe = _normalizer(preprocess, device)(noise.to(device))
     with eval_mode(model, frozen=True), repeatable(device), folded_batchnorm(model, layer, probe) as probed, \
-            polyphase_convolutions(model, device):
+            polyphase_convolutions(model, device), retained_heap(device.type == "cpu"):
         n_layer = probed.shape[1]
         bad = [c for c in channels if not 0 <= c < n_layer]
         if bad:
