@@ -507,3 +507,24 @@ def test_retained_heap_reuses_freed_memory_and_restores_the_defaults():
     outside, inside, after = map(int, run.stdout.split())
     assert outside > 8000 and after > 8000  # 16,384 pages of 4 KiB, returned to the kernel each time
     assert inside < outside / 10  # the freed block is reused
+
+
+@pytest.mark.parametrize(("channels", "side"), [(64, 2), (8, 6)])  # 4 x 4 positions < 64 channels; 36 x 4 > 8
+def test_gram_similarity_is_the_cosine_of_the_gram_matrices(channels, side):
+    """Both ways of computing it (pairs of position products for deep layers, Gram matrices
+    otherwise) against the definition, values and gradients, a dead image included."""
+    import torch.nn.functional as F
+
+    acts = torch.rand(3, 4, channels, side, side, generator=torch.Generator().manual_seed(5), dtype=torch.float64) - 0.3
+    acts[1, 2] = 0  # a dead image: similarity 0, no NaN
+    acts.requires_grad_(True)
+    flat = acts.flatten(-2)
+    grams = F.normalize((flat @ flat.transpose(-1, -2)).flatten(-2), dim=-1, eps=1e-10)
+    cosine = grams @ grams.transpose(-1, -2)
+    direct = (cosine.sum(dim=-1) - cosine.diagonal(dim1=-2, dim2=-1)) / 3
+    value = gram_similarity(acts)
+    weights = torch.rand(3, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    (grad,) = torch.autograd.grad((value * weights).sum(), acts)
+    (direct_grad,) = torch.autograd.grad((direct * weights).sum(), acts)
+    assert torch.allclose(value, direct) and torch.allclose(grad, direct_grad)
+    assert torch.isfinite(grad).all() and value[1, 2] == 0

@@ -19,12 +19,22 @@ _MAGNITUDE_EPS = 1e-30
 def gram_similarity(group_acts: torch.Tensor) -> torch.Tensor:
     """(..., D) mean cosine similarity of each image's channel Gram matrix to the others' in its
     group; `group_acts` is (..., D, C, H, W), one group of D images per leading index."""
-    import torch.nn.functional as F
-
     d = group_acts.shape[-4]
     flat = group_acts.flatten(-2)  # (..., D, C, hw)
-    grams = F.normalize((flat @ flat.transpose(-1, -2)).flatten(-2), dim=-1, eps=1e-10)
-    cosine = grams @ grams.transpose(-1, -2)
+    c, hw = flat.shape[-2:]
+    if d * hw < c:
+        # Deep layers (many channels, few positions): <F_i F_i^T, F_j F_j^T> = ||F_i^T F_j||^2,
+        # so every pair's inner product comes from hw x hw products instead of C x C Gram
+        # matrices (GoogLeNet inception4c at 64 px: 16 x 16 against 512 x 512 per image).
+        pairs = flat.transpose(-1, -2).unsqueeze(-3) @ flat.unsqueeze(-4)  # (..., D, D, hw, hw)
+        inner = pairs.pow(2).sum(dim=(-1, -2))
+    else:
+        grams = (flat @ flat.transpose(-1, -2)).flatten(-2)  # (..., D, C * C)
+        inner = grams @ grams.transpose(-1, -2)
+    # Each Gram matrix's norm, at least 1e-10 (a dead image's is 0); clamped before the root,
+    # whose gradient at 0 is infinite.
+    norms = inner.diagonal(dim1=-2, dim2=-1).clamp_min(1e-20).sqrt()
+    cosine = inner / (norms[..., :, None] * norms[..., None, :])
     return (cosine.sum(dim=-1) - cosine.diagonal(dim1=-2, dim2=-1)) / max(d - 1, 1)
 
 

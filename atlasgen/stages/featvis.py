@@ -59,7 +59,7 @@ def channels_per_call(settings, device) -> int:
 
 class FeatureVisualization(Stage):
     name = "featvis"
-    version = 7  # 2: pad and jitter as fractions of the image; neuron objectives follow the view; 3: BatchNorm folded, blur scaled to the field; 4: clamp instead of sigmoid, half the blur, no random views over a pixel-scale unit's last octave; 5: a pixel-scale unit's last octave in RGB pixels, the negative objective's own learning-rate end; 6: on CPU, the image gradient through a strided image convolution by polyphase convolution (same sums, other rounding); redirected ReLU gradients at the start of every octave; 7: the per-step schedule read from tensors (other rounding), on a GPU fixed-size batches and padded diversity groups (an image the same alone as in a batch)
+    version = 7  # 2: pad and jitter as fractions of the image; neuron objectives follow the view; 3: BatchNorm folded, blur scaled to the field; 4: clamp instead of sigmoid, half the blur, no random views over a pixel-scale unit's last octave; 5: a pixel-scale unit's last octave in RGB pixels, the negative objective's own learning-rate end; 6: on CPU, the image gradient through a strided image convolution by polyphase convolution (same sums, other rounding); redirected ReLU gradients at the start of every octave; 7: the per-step schedule read from tensors (other rounding), on a GPU fixed-size batches and padded diversity groups (an image the same alone as in a batch), the diversity similarity from position products on deep layers (same values, other rounding)
     order = 40
     title = "feature visualization"
 
