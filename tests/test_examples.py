@@ -221,6 +221,19 @@ def test_field_covering_input_gives_whole_image_and_heat_map(red_squares):
     assert not changed[:5].any() and not changed[:, :8].any()  # far from the square: untouched
 
 
+def test_heat_maps_of_several_channels_are_each_channels_own(red_squares):
+    """The maps of a batch's images come back in one transfer; each heat map must still be its
+    own channel's (drawn alone, the same bytes)."""
+    dataset, model, ex, _rf = red_squares
+    covering = ReceptiveField(size=(40, 40), stride=(1, 1), offset=(-4, -4), covers_input=True)
+    png = ImageSettings(format="png")
+    together = extract_patches(model, ex, covering, dataset, SETTINGS, png, CPU, channels=[0, 1])
+    for c in (0, 1):
+        alone = extract_patches(model, ex, covering, dataset, SETTINGS, png, CPU, channels=[c])
+        assert alone.files and all(together.files[name] == data for name, data in alone.files.items())
+    assert together.files["0/top-0-heat.png"] != together.files["1/top-0-heat.png"]  # the channels differ
+
+
 @pytest.mark.parametrize("fmt, magic", [("webp", b"RIFF"), ("jpeg", b"\xff\xd8"), ("png", b"\x89PNG")])
 def test_patch_formats(red_squares, fmt, magic):
     dataset, model, ex, rf = red_squares
