@@ -15,10 +15,10 @@ from torch import nn
 from atlasgen import objectives
 from atlasgen.errors import AtlasError
 from atlasgen.featvis import VisResult, pick_device, visualize_channels
-from atlasgen.featvis.batch import ImageSpec, image_seed
+from atlasgen.featvis.batch import ImageSpec, image_seed, pack_batches
 from atlasgen.objectives.diversity import gram_similarity
-from atlasgen.featvis.batch import pack_batches
 from atlasgen.featvis.optimize import octave_plan
+from atlasgen.featvis.memory import _glibc
 from atlasgen.featvis.param import ClampInward, ImageParam
 from atlasgen.featvis.redirect import RedirectedReLU, redirect_relu_gradients, redirected_gradient
 from atlasgen.featvis.replay import LR, RATE, SIGMA, STRENGTH, StepReplay, octave_table
@@ -497,7 +497,7 @@ print(outside, inside, faults_of_a_64_mb_temporary())
 """
 
 
-@pytest.mark.skipif(__import__("atlasgen.featvis.memory", fromlist=["_glibc"])._glibc() is None, reason="glibc's mallopt")
+@pytest.mark.skipif(_glibc() is None, reason="glibc's mallopt")
 def test_retained_heap_reuses_freed_memory_and_restores_the_defaults():
     # In a fresh process: a long test session's heap is fragmented by the earlier tests.
     import subprocess

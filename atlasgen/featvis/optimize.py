@@ -181,15 +181,16 @@ def optimize_batch(
         (scaler.scale(loss) if scaler is not None else loss).backward()
         return acts.detach()
 
-    def one_step(param: ImageParam, optimizer: torch.optim.Optimizer, redirect: bool, rates: bool, blurs: bool
-                 ) -> torch.Tensor:
-        """A whole step, reading what changes between steps from `inputs` only (see replay.py)."""
+    def one_step(param: ImageParam, optimizer: torch.optim.Optimizer, redirect: bool, ends: torch.Tensor | None,
+                 blurs: bool) -> torch.Tensor:
+        """A whole step, reading what changes between steps from `inputs` only (see replay.py);
+        `ends`: each image's learning-rate end, where images step at their own rates."""
         # Over the last octave the transforms fade to the identity view, on which the image is
         # scored: robust structure is laid down first, then exact detail (borders, a neuron's
         # few pixels) settles without the random views averaging it away. A unit that sees a
         # few pixels gets no random views at all over the last octave (field.pixel_scale).
         acts = backward(param, affine_matrices(inputs.draws, ranges, inputs[STRENGTH]), redirect)
-        before = param.params.detach().clone() if rates else None
+        before = param.params.detach().clone() if ends is not None else None
         if scaler is not None:
             scaler.unscale_(optimizer)
             _normalize_gradients(param.params)
@@ -198,8 +199,8 @@ def optimize_batch(
         else:
             _normalize_gradients(param.params)
             optimizer.step()
-        if before is not None and own_ends is not None:
-            _scale_steps(param.params, before, 1.0 + (own_ends - 1.0) * inputs[RATE])
+        if before is not None and ends is not None:
+            _scale_steps(param.params, before, 1.0 + (ends - 1.0) * inputs[RATE])
         if blurs:
             param.blur(inputs[SIGMA])
         return acts
@@ -217,7 +218,7 @@ def optimize_batch(
         # a unit alive on the smaller image can be dead on the resized one, and without a
         # gradient it stays dead. They differ from the plain gradients only where an image's
         # ReLU passes none, image by image.
-        runs = {redirect: StepReplay(functools.partial(one_step, param, optimizer, redirect, last and own_ends is not None,
+        runs = {redirect: StepReplay(functools.partial(one_step, param, optimizer, redirect, own_ends if last else None,
                                                        blur > 0 and max(octave.blur) > 0), [optimizer], capture)
                 for redirect in (True, False)}
         for k in range(octave.steps):
