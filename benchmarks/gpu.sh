@@ -38,6 +38,8 @@ for section in "$@"; do
     profile) part profile 200 python3 benchmarks/gpu_check.py --parts profile ;;
     lucent) part lucent 200 python3 benchmarks/featvis_vs_lucent.py --device cuda:0 --lucent-channels 128 \
               --atlasgen-channels 128 --repeats 2 --lucent-single-channels 2 ;;
+    variants) part variants 420 python3 benchmarks/step_variants.py --layers inception3a inception4c inception5b \
+                --sizes 64 128 --profile ;;
     dataset) part dataset 150 python3 benchmarks/dataset_pass.py --device cuda --images 1000 --batch-size 64 --rounds 2 ;;
     torchrun)
       rm -rf /tmp/ranks && mkdir -p /tmp/ranks && cp atlas.toml /tmp/ranks/
