@@ -40,6 +40,8 @@ for section in "$@"; do
               --atlasgen-channels 128 --repeats 2 --lucent-single-channels 2 ;;
     variants) part variants 420 python3 benchmarks/step_variants.py --layers inception3a inception4c inception5b \
                 --sizes 64 128 --profile ;;
+    parts) part parts 200 python3 benchmarks/gpu_step_parts.py --size 128 ;;
+    compiled) part compiled 400 bash -c "python3 benchmarks/compiled_step.py --layer inception4c --size 128; python3 benchmarks/compiled_step.py --layer inception3a --size 64" ;;
     dataset) part dataset 150 python3 benchmarks/dataset_pass.py --device cuda --images 1000 --batch-size 64 --rounds 2 ;;
     torchrun)
       rm -rf /tmp/ranks && mkdir -p /tmp/ranks && cp atlas.toml /tmp/ranks/
