@@ -8,10 +8,8 @@ outside a build (tests, benchmarks)."""
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from atlasgen import threads
 from atlasgen.images import EXTENSIONS, encode as encode_bytes
 from atlasgen.data import ImageFolder, input_view, source_box
 from atlasgen.errors import AtlasError
@@ -159,7 +158,6 @@ CHECKER_CELL = 8  # pixels of a checker square in the patch
 HEAT_COLOURS = {"top": (255, 80, 0), "bottom": (0, 120, 255)}
 HEAT_OPACITY = 0.65
 _EXTENSIONS = EXTENSIONS
-DRAW_THREADS = 16  # at most, threads decoding and drawing examples (no more than the cores)
 PATCH_NAME = "{channel}/{side}-{rank}.{ext}"
 HEAT_NAME = "{channel}/{side}-{rank}-heat.{ext}"
 
@@ -250,17 +248,12 @@ def _example_slots(ex: Extremes, channels: Sequence[int]) -> list[tuple[int, str
     return slots
 
 
-def _draw_pool() -> ThreadPoolExecutor:
-    """A thread per core, at most DRAW_THREADS: Pillow decodes, resizes and encodes without the GIL."""
-    return ThreadPoolExecutor(max_workers=min(DRAW_THREADS, os.cpu_count() or 1))
-
-
 def _activation_maps(model: nn.Module, layer: str, dataset: ImageFolder, indices: list[int],
                      needed: dict[int, set[int]], batch_size: int, device: torch.device) -> dict[tuple[int, int], np.ndarray]:
     """(dataset index, channel) -> the channel's (H, W) map, for the channels each image needs."""
     maps: dict[tuple[int, int], np.ndarray] = {}
     # The batch's images decoded in parallel: a GPU runs them faster than one thread decodes them.
-    with eval_mode(model), torch.inference_mode(), _draw_pool() as pool:
+    with eval_mode(model), torch.inference_mode(), threads.pool() as pool:
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             tensors = list(pool.map(lambda i: dataset[i][0], chunk))
@@ -325,7 +318,7 @@ def extract_patches(model: nn.Module, ex: Extremes, rf: ReceptiveField, dataset:
 
     # One source image per thread at a time (each decoded once); results are merged in image
     # order, as one thread would.
-    with _draw_pool() as pool:
+    with threads.pool() as pool:
         for drawn_files, drawn_records in pool.map(draw, sorted(by_image)):
             files.update(drawn_files)
             records.update(drawn_records)

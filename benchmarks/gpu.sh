@@ -42,6 +42,7 @@ for section in "$@"; do
                 --sizes 64 128 --profile ;;
     parts) part parts 200 python3 benchmarks/gpu_step_parts.py --size 128 ;;
     compiled) part compiled 400 bash -c "python3 benchmarks/compiled_step.py --layer inception4c --size 128; python3 benchmarks/compiled_step.py --layer inception3a --size 64" ;;
+    store) part store 200 python3 benchmarks/store_overlap.py --layer inception3b --device cuda ;;
     dataset) part dataset 150 python3 benchmarks/dataset_pass.py --device cuda --images 1000 --batch-size 64 --rounds 2 ;;
     torchrun)
       rm -rf /tmp/ranks && mkdir -p /tmp/ranks && cp atlas.toml /tmp/ranks/

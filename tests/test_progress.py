@@ -94,6 +94,6 @@ def test_a_build_off_a_terminal_logs_progress_of_each_stage(tmp_path, images, mo
     assert any(line.startswith("demo: dataset results: done, 8/8 layer-task") for line in lines)  # 4 stages x 2 layers
     visualization = [line for line in lines if line.startswith("demo: feature visualization: ")]
     assert visualization[-1].startswith("demo: feature visualization: done, 120/120 img-step (100%)")
-    for postfix in ("conv1 0-2, 0 of 6 units stored", "conv3 0-2, 3 of 6 units stored"):
+    for postfix in ("conv1 0-2, 0 of 6 units done", "conv3 0-2, 3 of 6 units done"):
         assert any(re.search(r": \d+/120 img-step .*left; " + postfix + "$", line) for line in visualization), postfix
     assert sys.stderr.getvalue() == ""
