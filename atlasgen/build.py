@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atlasgen import distributed, stages
+from atlasgen import distributed, stages, threads
 from atlasgen.assemble import site_data
 from atlasgen.cache import Cache
 from atlasgen.config import DEMO, Config, ModelConfig
@@ -137,8 +137,10 @@ def _compute(plans: Sequence[ModelPlan], todo: set[Task], config: Config, cache:
         return progress(total, desc, unit, enabled=options.progress, bars=options.ranks.main)
 
     passed = False
-    with _stop_between_tasks() as stop:
-        run = stages.Run(cache, device, bar, stop.check, stored, config.site.images, rank=options.ranks.rank)
+    # On a GPU the dataset examples are drawn (CPU work) while the next stage keeps the GPU busy.
+    with _stop_between_tasks() as stop, threads.later(device.type == "cuda") as later:
+        run = stages.Run(cache, device, bar, stop.check, stored, config.site.images, rank=options.ranks.rank,
+                         later=later)
         for stage in stages.all_stages():
             if stage.reads_dataset:
                 if not passed:
@@ -150,6 +152,17 @@ def _compute(plans: Sequence[ModelPlan], todo: set[Task], config: Config, cache:
                 if tasks:
                     with _timed(summary, stage.title):
                         stage.compute(run, plan, tasks)
+            _finish_later(later, summary)
+
+
+def _finish_later(later: threads.Later, summary: BuildSummary) -> None:
+    """Wait for what the dataset pass left to finish, before any later stage reads it."""
+    if not later.given:
+        return
+    if later.pending:
+        log.info("finishing the dataset examples of %d layer(s)", later.pending)
+    with _timed(summary, "dataset pass"):
+        later.wait()
 
 
 def _dataset_passes(run: stages.Run, plans: Sequence[ModelPlan], todo: set[Task], summary: BuildSummary) -> None:

@@ -298,15 +298,37 @@ def extract_patches(model: nn.Module, ex: Extremes, rf: ReceptiveField, dataset:
     second file "<channel>/<side>-<rank>-heat.<ext>" overlays the channel's activation;
     this re-runs `model` (already on `device`) on the distinct example images only.
     """
+    return draw_patches(example_maps(model, ex, rf, dataset, settings, device, channels), ex, rf, dataset, settings, image)
+
+
+@dataclass
+class ExampleMaps:
+    """What drawing a layer's examples needs from the model: its example slots and, where the
+    field covers the input, each example's activation map ((dataset index, channel) -> (H, W))."""
+
+    slots: list
+    maps: dict[tuple[int, int], np.ndarray]
+
+
+def example_maps(model: nn.Module, ex: Extremes, rf: ReceptiveField, dataset: ImageFolder, settings: ExamplesSettings,
+                 device: torch.device, channels: Sequence[int] | None = None) -> ExampleMaps:
+    """The model's part of `extract_patches`; the rest (`draw_patches`) is CPU work on images."""
     channels = list(range(ex.top_index.shape[0])) if channels is None else list(channels)
     slots = _example_slots(ex, channels)
-    ext = _EXTENSIONS.get(image.format.lower(), image.format)
     maps: dict[tuple[int, int], np.ndarray] = {}
     if rf.covers_input:
         needed: dict[int, set[int]] = defaultdict(set)
         for c, _kind, _rank, i, _value, _pos in slots:
             needed[i].add(c)
         maps = _activation_maps(model, ex.layer, dataset, sorted(needed), needed, settings.batch_size, device)
+    return ExampleMaps(slots, maps)
+
+
+def draw_patches(planned: ExampleMaps, ex: Extremes, rf: ReceptiveField, dataset: ImageFolder,
+                 settings: ExamplesSettings, image: ImageSettings) -> PatchSet:
+    """The patches (and heat maps) of `planned`'s example slots, drawn on a thread per core."""
+    slots, maps = planned.slots, planned.maps
+    ext = _EXTENSIONS.get(image.format.lower(), image.format)
     by_image: dict[int, list] = defaultdict(list)
     for slot in slots:
         by_image[slot[3]].append(slot)

@@ -1,5 +1,5 @@
 """Threads for work that leaves the GIL: a pool with a thread per core (Pillow decodes, draws and
-encodes without the GIL), and a writer that stores one result while the caller computes the next."""
+encodes without the GIL), and a writer thread that stores results while the caller computes on."""
 
 from __future__ import annotations
 
@@ -19,30 +19,59 @@ def pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(MAX_THREADS, os.cpu_count() or 1))
 
 
+class Later:
+    """Jobs run in the order given, on one thread of their own while the caller goes on, or at
+    once where there is no thread (`later(background=False)`)."""
+
+    def __init__(self, writer: ThreadPoolExecutor | None):
+        self._writer = writer
+        self._pending: list[Future] = []
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._writer is None:
+            job()
+        else:
+            self._pending.append(self._writer.submit(job))
+
+    @property
+    def pending(self) -> int:
+        """Jobs given and not run yet."""
+        return sum(not future.done() for future in self._pending)
+
+    @property
+    def given(self) -> bool:
+        """Whether jobs were given since the last `wait`."""
+        return bool(self._pending)
+
+    def wait(self) -> None:
+        """Return when every job given so far has run; raise the first one's error."""
+        while self._pending:
+            self._pending.pop(0).result()
+
+
 @contextmanager
-def one_behind(background: bool) -> Iterator[Callable[[Callable[[], None]], None]]:
-    """Yields `submit(job)`. With `background`, the job runs on a thread of its own while the
-    caller goes on; `submit` first waits for the job before (raising its error), so one job at most
-    is in flight, and leaving the block waits for the last. Without, `submit` runs the job at once.
-    If the block raises, the job in flight still finishes (its error, if any, is logged) and the
-    block's error is what propagates."""
+def later(background: bool) -> Iterator[Later]:
+    """A `Later` whose jobs run on a thread of their own if `background`. Leaving the block waits
+    for them. If the block raises (Ctrl-C, say), the jobs given still run and the block's error is
+    what propagates; if waiting for them is interrupted too, the jobs not yet started are dropped."""
     if not background:
-        yield lambda job: job()
+        yield Later(None)
         return
-    pending: list[Future] = []
-
-    def submit(job: Callable[[], None]) -> None:
-        if pending:
-            pending.pop().result()
-        pending.append(writer.submit(job))
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasgen-writer") as writer:
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasgen-writer")
+    jobs = Later(writer)
+    try:
+        yield jobs
+        jobs.wait()
+    except BaseException:
         try:
-            yield submit
-        except BaseException:
-            for future in pending:
+            if jobs.pending:
+                log.warning("finishing %d result(s) in progress before stopping", jobs.pending)
+            for future in jobs._pending:
                 if future.exception() is not None:
-                    log.warning("storing the last results failed too: %s", future.exception())
+                    log.warning("storing results in the background failed too: %s", future.exception())
+        except BaseException:
+            writer.shutdown(wait=False, cancel_futures=True)
             raise
-        for future in pending:
-            future.result()
+        raise
+    finally:
+        writer.shutdown(wait=True)

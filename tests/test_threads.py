@@ -1,5 +1,6 @@
-"""The writer that stores one result while the caller computes the next (`threads.one_behind`), and
-the feature-visualization stage storing that way, as it does on a GPU."""
+"""Work finished on a writer thread while the caller computes on (`threads.later`): the feature
+visualization stores a call's images during the next call, and the dataset examples are drawn
+during the feature visualization, as a build does on a GPU."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from atlasgen.config import load_config
 from tests.test_build import images, make_project  # noqa: F401 (a fixture)
 
 
-def test_the_caller_goes_on_while_the_job_runs_and_jobs_keep_their_order():
+def test_the_caller_goes_on_while_jobs_run_in_order():
     started, release, order = threading.Event(), threading.Event(), []
 
     def slow() -> None:
@@ -22,20 +23,24 @@ def test_the_caller_goes_on_while_the_job_runs_and_jobs_keep_their_order():
         release.wait(5)
         order.append("first")
 
-    with threads.one_behind(True) as submit:
-        submit(slow)
+    with threads.later(True) as jobs:
+        jobs.submit(slow)
+        jobs.submit(lambda: order.append("second"))
         assert started.wait(5)
-        order.append("caller")  # the job is still waiting for `release`
+        order.append("caller")  # the first job still waits for `release`
+        assert jobs.pending == 2 and jobs.given
         release.set()
-        submit(lambda: order.append("second"))  # waits for the first job
+        jobs.wait()
+        assert not jobs.given
     assert order == ["caller", "first", "second"]
 
 
 def test_without_background_a_job_runs_at_once():
     order = []
-    with threads.one_behind(False) as submit:
-        submit(lambda: order.append("job"))
+    with threads.later(False) as jobs:
+        jobs.submit(lambda: order.append("job"))
         order.append("caller")
+        assert not jobs.given
     assert order == ["job", "caller"]
 
 
@@ -44,43 +49,48 @@ def test_a_jobs_error_reaches_the_caller():
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        with threads.one_behind(True) as submit:
-            submit(fails)
-            submit(lambda: None)  # raises the first job's error
+        with threads.later(True) as jobs:
+            jobs.submit(fails)
+            jobs.wait()
     with pytest.raises(OSError, match="disk full"):
-        with threads.one_behind(True) as submit:
-            submit(fails)  # the last job: raised on leaving the block
+        with threads.later(True) as jobs:
+            jobs.submit(fails)  # not waited for: raised on leaving the block
 
 
-def test_the_callers_error_waits_for_the_job_in_flight(caplog):
-    done = threading.Event()
+def test_the_callers_error_waits_for_the_jobs_given(caplog):
+    done = []
 
     def job() -> None:
         threading.Event().wait(0.2)
-        done.set()
+        done.append(True)
 
     with pytest.raises(KeyboardInterrupt):
-        with threads.one_behind(True) as submit:
-            submit(job)
+        with threads.later(True) as jobs:
+            jobs.submit(job)
+            jobs.submit(job)
             raise KeyboardInterrupt
-    assert done.is_set()  # finished, and kept, before the interruption went on
+    assert done == [True, True]  # finished, and kept, before the interruption went on
+    assert "finishing 2 result(s) in progress before stopping" in caplog.text
 
 
 @pytest.mark.slow
-def test_visualizations_stored_behind_the_next_call_are_the_same(tmp_path, images, monkeypatch):  # noqa: F811
-    def site_images(folder):
+def test_a_build_finishing_work_in_the_background_makes_the_same_site(tmp_path, images, monkeypatch):  # noqa: F811
+    def site_files(folder):
         (tmp_path / folder).mkdir()
         summary = build(load_config(make_project(tmp_path / folder, images, steps=4)), BuildOptions(progress=False))
-        assert summary.computed["featvis"] == 6
+        assert summary.computed["featvis"] == 6 and summary.computed["dataset"] == 2
         site = tmp_path / folder / "site"
-        return {p.relative_to(site): p.read_bytes() for p in site.rglob("*.png")}
+        return {p.relative_to(site): p.read_bytes() for p in site.rglob("*")
+                if p.suffix in (".png", ".webp", ".json") and not p.name.startswith(".")}
 
-    inline = site_images("inline")
-    real, forced = threads.one_behind, []
-    monkeypatch.setattr(threads, "one_behind", lambda _background: forced.append(True) or real(True))
-    monkeypatch.setattr("atlasgen.stages.featvis.CHUNK", 1)  # a call per channel: each stored behind the next
-    behind = site_images("behind")
-    assert forced and behind == inline
+    inline = site_files("inline")
+    real, forced = threads.later, []
+    monkeypatch.setattr(threads, "later", lambda _background: forced.append(True) or real(True))
+    monkeypatch.setattr("atlasgen.stages.featvis.CHUNK", 1)  # a call per channel: each stored during the next
+    behind = site_files("behind")
+    assert len(forced) == 2  # the build's (dataset examples) and the feature visualization's
+    assert behind == inline
     assert sum("diversity" in path.name for path in behind) == 12  # 6 units x 2, every unit stored whole
+    assert any(path.name.startswith("top-") for path in behind)  # dataset examples, drawn in the background
     again = build(load_config(tmp_path / "behind" / "atlas.toml"), BuildOptions(progress=False))
-    assert again.computed["featvis"] == 0
+    assert sum(again.computed.values()) == 0

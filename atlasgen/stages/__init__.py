@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from atlasgen.cache import Cache, Entry
 from atlasgen.registry import Registry
+from atlasgen.threads import Later
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +49,9 @@ class Run:
     on_stored: Callable[[Task], None]  # counts and remembers each stored task
     image_settings: Any  # atlasgen.settings.ImageSettings, for dataset patches
     rank: int = 0
+    # Work a stage leaves to finish while the next stage computes (on a GPU: drawing the dataset
+    # examples while the feature visualization runs); the build waits for it after that stage.
+    later: Later = dataclasses.field(default_factory=lambda: Later(None))
 
     def store(self, task: Task, files: dict[str, bytes], arrays: dict | None = None, meta: dict | None = None) -> Entry:
         entry = self.cache.put(task.kind, task.key, files, arrays, meta={"inputs": task.inputs, "id": task.id, **(meta or {})})

@@ -33,16 +33,21 @@ class Examples(Stage):
         return ExtremesAccumulator(task.layer, plan.config.stages.examples)
 
     def finish(self, run, plan, task, accumulator, done):
-        from atlasgen.examples import channel_max, extract_patches
+        from atlasgen.examples import channel_max, draw_patches, example_maps
         from atlasgen.stages.receptive import load_fields
 
         receptive = get("receptive")
-        fields = load_fields(run.ensure(receptive, plan, plan.tasks_of(receptive.name)[0]))
-        extremes = accumulator.result()
-        patches = extract_patches(plan.loaded.module, extremes, fields[task.layer], done.dataset,
-                                  plan.config.stages.examples, run.image_settings, run.device)
-        arrays = {**extremes.arrays(), "max": channel_max(extremes), **patches.arrays}
-        run.store(task, patches.files, arrays, meta={"sources": done.dataset.relative_paths, "examples": patches.names})
+        field = load_fields(run.ensure(receptive, plan, plan.tasks_of(receptive.name)[0]))[task.layer]
+        extremes, settings = accumulator.result(), plan.config.stages.examples
+        # The model's part now; drawing and storing (CPU work) may go on beside the next stage.
+        planned = example_maps(plan.loaded.module, extremes, field, done.dataset, settings, run.device)
+
+        def draw_and_store() -> None:
+            patches = draw_patches(planned, extremes, field, done.dataset, settings, run.image_settings)
+            arrays = {**extremes.arrays(), "max": channel_max(extremes), **patches.arrays}
+            run.store(task, patches.files, arrays, meta={"sources": done.dataset.relative_paths, "examples": patches.names})
+
+        run.later.submit(draw_and_store)
 
     def contribute(self, layer):
         entry = layer.entry(self.name)
