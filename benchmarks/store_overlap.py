@@ -1,7 +1,9 @@
-"""The feature-visualization stage with its images stored behind the next call (as built, on a GPU)
-against stored one by one before the next call starts (as before): the stage's seconds for one
-GoogLeNet layer (seeded random weights) at the default settings, each way in a fresh folder, on
---device.
+"""Work finished behind the computation, as a build does on a GPU (a call's images stored while the
+next call is optimized, the dataset examples drawn while the feature visualization runs), against
+all of it done in turn as before (each unit's images encoded and stored one by one before the next
+call, the examples drawn before the next stage): the feature visualization's seconds and the
+whole build's, for one GoogLeNet layer (seeded random weights) at the default settings, each way
+in a fresh folder, on --device. (Run 15 measured the first part alone, before the second existed.)
 
     python3 benchmarks/store_overlap.py --layer inception3b --device cuda
 """
@@ -61,7 +63,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="store-overlap-"))
     write_images(root / "images", args.images)
-    real_store, real_behind = featvis._store_all, threads.one_behind
+    real_store, real_later = featvis._store_all, threads.later
     for way in ("one by one", "behind", "one by one", "behind")[: 2 if args.device != "cpu" else 4]:
         folder = root / way.replace(" ", "-") / str(time.monotonic_ns())
         folder.mkdir(parents=True)
@@ -70,11 +72,13 @@ def main() -> None:
                                                          visualize=f"[visualize]\nsteps = {args.steps}" if args.steps else ""))
         with contextlib.ExitStack() as undo:
             if way == "one by one":
-                featvis._store_all, threads.one_behind = stored_one_by_one, lambda _background: real_behind(False)
-                undo.callback(lambda: (setattr(featvis, "_store_all", real_store), setattr(threads, "one_behind", real_behind)))
+                featvis._store_all, threads.later = stored_one_by_one, lambda _background: real_later(False)
+                undo.callback(lambda: (setattr(featvis, "_store_all", real_store), setattr(threads, "later", real_later)))
+            began = time.perf_counter()
             summary = build(load_config(folder / "atlas.toml"), BuildOptions(progress=False))
+            whole = time.perf_counter() - began
         print(f"{args.layer}, {summary.computed['featvis']} units, {way}: feature visualization "
-              f"{summary.seconds['feature visualization']:.1f} s", flush=True)
+              f"{summary.seconds['feature visualization']:.1f} s, whole build {whole:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
