@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # dataset_pass's JPEG writer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,9 +45,7 @@ dataset = "{dataset}"
 def stored_one_by_one(run, tasks, result) -> None:  # noqa: ANN001
     """The stage's store before this change: each unit's images encoded and stored in turn."""
     for i, task in enumerate(tasks):
-        arrays = {f"activation_{name}": np.asarray(values[i], dtype=np.float32) for name, values in result.activation.items()}
-        arrays["layer_response"] = np.asarray(result.layer_response[i], dtype=np.float32)
-        run.store(task, featvis._files(result, i), arrays)
+        run.store(task, featvis._files(result, i), featvis._arrays(result, i))
 
 
 def main() -> None:

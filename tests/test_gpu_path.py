@@ -101,4 +101,3 @@ def test_filler_rows_of_a_fixed_size_batch_change_no_image(monkeypatch):
     for name in ("channel", "diversity"):
         assert np.array_equal(plain.images[name], padded.images[name])
         assert np.array_equal(plain.activation[name], padded.activation[name])
-

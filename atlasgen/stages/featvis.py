@@ -134,10 +134,14 @@ def _store_all(run, tasks: list, result) -> None:
     with threads.pool() as pool:
         encoded = pool.map(lambda i: _files(result, i), range(len(tasks)))
         for i, (task, files) in enumerate(zip(tasks, encoded)):
-            arrays = {f"activation_{name}": np.asarray(values[i], dtype=np.float32)
-                      for name, values in result.activation.items()}
-            arrays["layer_response"] = np.asarray(result.layer_response[i], dtype=np.float32)
-            run.store(task, files, arrays)
+            run.store(task, files, _arrays(result, i))
+
+
+def _arrays(result, i: int) -> dict[str, np.ndarray]:
+    """The `i`-th channel's numbers: each objective's activation and the layer's response."""
+    arrays = {f"activation_{name}": np.asarray(values[i], dtype=np.float32) for name, values in result.activation.items()}
+    arrays["layer_response"] = np.asarray(result.layer_response[i], dtype=np.float32)
+    return arrays
 
 
 def _files(result, i: int) -> dict[str, bytes]:
