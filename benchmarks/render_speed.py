@@ -11,6 +11,9 @@ render:
     python benchmarks/render_speed.py                 # cold and warm render
     python benchmarks/render_speed.py --profile 25    # and where a cold render's time goes
     python benchmarks/render_speed.py --layers 3      # fewer layers, for a quick look
+    python benchmarks/render_speed.py --processes 1 2 --rounds 3   # pages in this process against 2 forked
+
+By default it renders twice: with the pages in this process, then in a process per core.
 
 Before and after a change, on the same fake cache: export an older commit and put it first on
 the path, with its templates (`git archive OLD | tar -x -C /tmp/old`, then
@@ -22,12 +25,14 @@ The fake cache (about 190,000 files) is generated once under `--work` and reused
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import hashlib
 import io
 import logging
 import os
 import pstats
+import resource
 import shutil
 import tempfile
 import time
@@ -36,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from atlasgen import forks
 from atlasgen.sitedata import Example, LayerData, ModelData, ReceptiveFieldInfo, Related, SiteData, UnitData
 
 # torchvision googlenet's default layers at a 64 px input: (name, channels, feature map, covers the input)
@@ -104,12 +110,29 @@ def make_site(cache: Path, layers: list[tuple[str, int, int, bool]]) -> SiteData
     return site
 
 
+@contextlib.contextmanager
+def timed(label: str):
+    """Wall clock and CPU seconds of the block, the CPU of the processes it forked included."""
+    began, cpu = time.perf_counter(), _cpu()
+    extra: list[str] = []
+    yield extra
+    print(f"{label}: {time.perf_counter() - began:.1f} s ({_cpu() - cpu:.1f} s of CPU){''.join(extra)}")
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "atlasgen-render-speed",
                         help="the fake cache is kept here between runs (default: %(default)s)")
     parser.add_argument("--layers", type=int, default=len(LAYERS), help="render only the first N layers")
     parser.add_argument("--templates", type=Path, help="templates searched first (an older commit's, for a before/after)")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, forks.processes()],
+                        help="render with at most N processes for pages, each in turn (1: in this process; default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of every --processes value")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile a cold render, print the top N functions")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
@@ -124,14 +147,16 @@ def main() -> None:
     print(f"{units} units over {len(layers)} layers ready in {time.perf_counter() - began:.1f} s (fake cache {args.work / 'cache'})")
 
     output = args.work / "site"
-    shutil.rmtree(output, ignore_errors=True)
-    began, cpu = time.perf_counter(), time.process_time()
-    report = render_site(site, output, args.templates)
-    print(f"cold render: {time.perf_counter() - began:.1f} s ({time.process_time() - cpu:.1f} s of CPU), {report.pages} pages, "
-          f"{report.files} files, {report.bytes / 1e6:.0f} MB")
-    began, cpu = time.perf_counter(), time.process_time()
-    render_site(site, output, args.templates)
-    print(f"warm render (nothing changed): {time.perf_counter() - began:.1f} s ({time.process_time() - cpu:.1f} s of CPU)")
+    for round_ in range(args.rounds):
+        for count in args.processes:
+            forks.MAX_PROCESSES = count
+            label = f"round {round_ + 1}, {'pages rendered here' if count == 1 else f'up to {count} processes'}"
+            shutil.rmtree(output, ignore_errors=True)
+            with timed(f"{label}, cold render") as extra:
+                report = render_site(site, output, args.templates)
+                extra.append(f", {report.pages} pages, {report.files} files, {report.bytes / 1e6:.0f} MB")
+            with timed(f"{label}, warm render (nothing changed)"):
+                render_site(site, output, args.templates)
 
     if args.profile:
         shutil.rmtree(output, ignore_errors=True)

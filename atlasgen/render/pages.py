@@ -11,7 +11,9 @@ so a model cannot be named like one of them.
 
 from __future__ import annotations
 
+import os
 import posixpath
+import traceback
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator
@@ -19,6 +21,8 @@ from typing import Any, Callable, Iterable, Iterator
 import jinja2
 from markupsafe import Markup
 
+from atlasgen.errors import AtlasError
+from atlasgen.forks import forked_map
 from atlasgen.sitedata import SiteData
 
 from .experiments import experiment_pages
@@ -174,17 +178,42 @@ def _date_parts(built: str) -> tuple[str, str]:
     return f"{day.year:04d}", day.strftime("%Y/%m/%d")
 
 
+PAGES_PER_CHUNK = 64  # pages a forked process renders per task
+
+
 def render_pages(
     env: jinja2.Environment, site: SiteData, models: list[ModelView], pages: list[Page], writer: SiteWriter, notes: NoteBook
 ) -> int:
-    """Write every page (and the files beside it); the number of pages written."""
+    """Write every page (and the files beside it); the number of pages written.
+
+    Jinja holds the GIL, so the pages are rendered in forked processes where the machine has
+    cores for them (`atlasgen.forks`), and written here in reading order. The notes are attached
+    to the views here first: the search index reads them after the pages."""
     year, pub_date = _date_parts(site.built)
     common = {"site": site, "models": models, "year": year, "publication_date": pub_date, "accessed": site.built[:10]}
+    page_notes = []
     for page in pages:
         note = notes.for_page(page.folder, page.note_html)
         if page.view is not None:
             page.view.note = note
-        html = env.get_template(page.type.template).render(
+        page_notes.append(note)
+
+    def render(start: int, stop: int) -> list[tuple[str, str]]:
+        files = []
+        for page, note in zip(pages[start:stop], page_notes[start:stop]):
+            files.append((page_url(page.folder), _render_page(env, site, common, page, note)))
+            files.extend((posixpath.join(page.folder, name), make(page.view)) for name, make in page.type.extras)
+        return files
+
+    for files in forked_map(render, len(pages), PAGES_PER_CHUNK):
+        for rel, text in files:
+            writer.write_text(rel, text)
+    return len(pages)
+
+
+def _render_page(env: jinja2.Environment, site: SiteData, common: dict[str, Any], page: Page, note: Markup) -> str:
+    try:
+        return env.get_template(page.type.template).render(
             **common,
             page_dir=page.folder,
             public_url=public_url(site, page.folder),
@@ -192,14 +221,28 @@ def render_pages(
             note=note,
             **page.context,
         )
-        writer.write_text(page_url(page.folder), html)
-        for name, make in page.type.extras:
-            writer.write_text(posixpath.join(page.folder, name), make(page.view))
-    return len(pages)
+    except jinja2.TemplateError as exc:
+        raise template_error(env, exc, page_url(page.folder)) from None
+
+
+def template_error(env: jinja2.Environment, exc: jinja2.TemplateError, page: str) -> AtlasError:
+    """A template's error as the user can act on it: which template file and line, on which page."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        where = f"{exc.filename or exc.name}, line {exc.lineno}"
+    else:
+        # Jinja gives a template's frames the template's file and line.
+        folders = tuple(os.path.join(folder, "") for folder in getattr(env.loader, "searchpath", ()))
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(folders)]
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else "a template"
+    return AtlasError(f"template error in {where}: {exc.message or type(exc).__name__} (rendering {page}); fix "
+                      "the template, or remove it from the templates folder to use the built-in one")
 
 
 def render_fixed_files(env: jinja2.Environment, site: SiteData, folders: set[str], writer: SiteWriter) -> None:
     for fixed in FIXED_FILES:
-        text = fixed.make(env, site, folders)
+        try:
+            text = fixed.make(env, site, folders)
+        except jinja2.TemplateError as exc:
+            raise template_error(env, exc, fixed.path) from None
         if text is not None:
             writer.write_text(fixed.path, text)

@@ -1,0 +1,86 @@
+"""Processes for pure-Python work that holds the GIL (Jinja pages): children forked from this
+process, so they start at once and see its objects as they are, with nothing to pickle but the
+results.
+
+Forking is only safe where the platform forks cleanly (Linux); on macOS and Windows, and with
+one core, the work runs here, in order, with the same results."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from atlasgen.errors import AtlasError
+
+log = logging.getLogger(__name__)
+
+MAX_PROCESSES = 16
+MIN_CHUNKS = 4  # fewer chunks than this run here: forking costs more than it saves
+
+T = TypeVar("T")
+_work: Callable[[int, int], object] | None = None  # the job the children run, inherited at fork
+
+
+def cores() -> int:
+    """Cores this process may use (the affinity mask, where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def processes() -> int:
+    """How many children `forked_map` uses: one per core, at most MAX_PROCESSES; 1 means none."""
+    if not sys.platform.startswith("linux"):
+        return 1
+    return max(1, min(MAX_PROCESSES, cores()))
+
+
+def _child_start() -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the children; they must not
+    # each print a traceback of their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(bounds: tuple[int, int]) -> object:
+    assert _work is not None
+    return _work(*bounds)
+
+
+def forked_map(work: Callable[[int, int], T], count: int, chunk: int) -> Iterator[T]:
+    """`work(start, stop)` over [0, count) in chunks of `chunk`, results in order. `work` must only
+    read what this process holds and return what it makes: a child's changes to objects stay in
+    the child. Its exceptions are raised here (they must pickle)."""
+    global _work
+    bounds = [(start, min(start + chunk, count)) for start in range(0, count, chunk)]
+    workers = min(processes(), len(bounds))
+    if workers < 2 or len(bounds) < MIN_CHUNKS:
+        yield from (work(*b) for b in bounds)
+        return
+    _work = work
+    gc.freeze()  # the children's collections leave the inherited objects (and their pages) alone
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_child_start) as pool:
+            log.debug("%d chunks in %d forked processes", len(bounds), workers)
+            futures = [pool.submit(_run, b) for b in bounds]
+            try:
+                for future in futures:
+                    yield future.result()
+            except BrokenProcessPool:
+                raise AtlasError("a process rendering in parallel stopped unexpectedly (out of memory?); "
+                                 "see the system log, free some memory and run again") from None
+            finally:
+                for future in futures:  # on an error or Ctrl-C: start nothing more
+                    future.cancel()
+    finally:
+        _work = None
+        gc.unfreeze()
