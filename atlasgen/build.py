@@ -319,6 +319,8 @@ def _dataset_folder(model: ModelConfig, cache: Cache) -> Path:
 
 def _missing(cache: Cache, tasks: Sequence[Task], force: bool, summary: BuildSummary) -> list[Task]:
     todo = []
+    if not force:
+        cache.check([(task.kind, task.key) for task in tasks])
     for task in tasks:
         if not force and cache.get(task.kind, task.key) is not None:
             summary.cached[task.kind] += 1

@@ -15,7 +15,7 @@ import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from atlasgen.errors import AtlasError
@@ -41,7 +41,8 @@ def processes() -> int:
     """How many children `forked_map` uses: one per core, at most MAX_PROCESSES; 1 means none."""
     if not sys.platform.startswith("linux"):
         return 1
-    return max(1, min(MAX_PROCESSES, cores()))
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))  # torchrun's processes on this machine share it
+    return max(1, min(MAX_PROCESSES, cores() // ranks_here))
 
 
 def _child_start() -> None:
@@ -55,12 +56,29 @@ def _run(bounds: tuple[int, int]) -> object:
     return _work(*bounds)
 
 
-def forked_map(work: Callable[[int, int], T], count: int, chunk: int) -> Iterator[T]:
-    """`work(start, stop)` over [0, count) in chunks of `chunk`, results in order. `work` must only
-    read what this process holds and return what it makes: a child's changes to objects stay in
-    the child. Its exceptions are raised here (they must pickle)."""
+def chunks(count: int, size: int) -> list[tuple[int, int]]:
+    """[0, count) as (start, stop) ranges of `size` items."""
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def balanced_chunks(costs: Sequence[float], per_process: int = 8) -> list[tuple[int, int]]:
+    """Consecutive ranges of about equal cost, about `per_process` for each process: with the costliest
+    items first, a large item is a range of its own and the small ones fill in after it."""
+    target = sum(costs) / (per_process * processes()) or 1.0
+    bounds, start, total = [], 0, 0.0
+    for i, cost in enumerate(costs):
+        total += cost
+        if total >= target:
+            bounds.append((start, i + 1))
+            start, total = i + 1, 0.0
+    return bounds + ([(start, len(costs))] if start < len(costs) else [])
+
+
+def forked_map(work: Callable[[int, int], T], bounds: list[tuple[int, int]]) -> Iterator[T]:
+    """`work(start, stop)` for each range of `bounds`, results in order. `work` must only read what
+    this process holds and return what it makes: a child's changes to objects stay in the child.
+    Its exceptions are raised here (they must pickle)."""
     global _work
-    bounds = [(start, min(start + chunk, count)) for start in range(0, count, chunk)]
     workers = min(processes(), len(bounds))
     if workers < 2 or len(bounds) < MIN_CHUNKS:
         yield from (work(*b) for b in bounds)

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from atlasgen import forks
 from atlasgen.atomic import HOST, clean_leftovers
 from atlasgen.cache import Cache, content_key
 from atlasgen.errors import AtlasError
@@ -50,6 +51,24 @@ def test_damaged_entries_are_misses(tmp_path):
         assert later.get("k", key) is None, damage
         assert not entry.path.exists()  # removed, so the next put starts clean
     assert len(later.corrupt) == 4
+
+
+def test_entries_checked_ahead_in_processes_are_trusted_or_recomputed(tmp_path, monkeypatch):
+    monkeypatch.setattr(forks, "cores", lambda: 2)
+    monkeypatch.setattr(forks, "MIN_CHUNKS", 2)
+    cache = Cache(tmp_path)
+    keys = [content_key({"i": i}) for i in range(40)]
+    for i, key in enumerate(keys):
+        cache.put("k", key, {f"f{j}.bin": bytes([i, j]) * 50 for j in range(1 + i % 7)})
+    (cache.entry_path("k", keys[3]) / "f0.bin").write_bytes(b"damaged")
+    (cache.entry_path("k", keys[30]) / "meta.json").unlink()
+    later = Cache(tmp_path)
+    later.check([("k", key) for key in keys] + [("k", content_key({"absent": 1}))])
+    assert sorted(later._checked.values()).count(True) == 2 and len(later._checked) == 40
+    found = [later.get("k", key) for key in keys]
+    assert [i for i, entry in enumerate(found) if entry is None] == [3, 30]
+    assert sorted(later.corrupt) == sorted([keys[3], keys[30]])
+    assert not later._checked  # each result is used once
 
 
 def test_second_writer_of_same_key_keeps_one_whole_entry(tmp_path):

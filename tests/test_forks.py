@@ -35,7 +35,7 @@ def _pids(start: int, stop: int) -> list[tuple[int, int]]:
 
 
 def test_forked_map_keeps_order_and_runs_in_children(two_processes: None) -> None:
-    out = [item for chunk in forks.forked_map(_pids, 23, 3) for item in chunk]
+    out = [item for chunk in forks.forked_map(_pids, forks.chunks(23, 3)) for item in chunk]
     assert [i for i, _ in out] == list(range(23))
     pids = {pid for _, pid in out}
     if LINUX:
@@ -46,8 +46,17 @@ def test_forked_map_keeps_order_and_runs_in_children(two_processes: None) -> Non
 
 def test_forked_map_in_one_process_without_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forks, "cores", lambda: 1)
-    out = [item for chunk in forks.forked_map(_pids, 40, 2) for item in chunk]
+    out = [item for chunk in forks.forked_map(_pids, forks.chunks(40, 2)) for item in chunk]
     assert [i for i, _ in out] == list(range(40)) and {pid for _, pid in out} == {os.getpid()}
+
+
+def test_balanced_chunks_give_a_large_item_its_own_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forks, "cores", lambda: 2)
+    costs = [500, 400, 300] + [1] * 200
+    bounds = forks.balanced_chunks(costs, per_process=4)
+    assert bounds[:3] == [(0, 1), (1, 2), (2, 3)]
+    assert [i for start, stop in bounds for i in range(start, stop)] == list(range(len(costs)))
+    assert forks.balanced_chunks([]) == [] and forks.balanced_chunks([0, 0]) == [(0, 2)]
 
 
 def _fails_at_seven(start: int, stop: int) -> list[int]:
@@ -58,7 +67,7 @@ def _fails_at_seven(start: int, stop: int) -> list[int]:
 
 def test_forked_map_raises_a_childs_error(two_processes: None) -> None:
     with pytest.raises(AtlasError, match="item 7 is bad"):
-        list(forks.forked_map(_fails_at_seven, 20, 2))
+        list(forks.forked_map(_fails_at_seven, forks.chunks(20, 2)))
 
 
 def _killed_at_five(start: int, stop: int) -> list[int]:
@@ -70,7 +79,7 @@ def _killed_at_five(start: int, stop: int) -> list[int]:
 @pytest.mark.skipif(not LINUX, reason="children are forked on Linux only")
 def test_a_child_killed_is_a_clear_error(two_processes: None) -> None:
     with pytest.raises(AtlasError, match="stopped unexpectedly"):
-        list(forks.forked_map(_killed_at_five, 20, 2))
+        list(forks.forked_map(_killed_at_five, forks.chunks(20, 2)))
 
 
 def _files(root: Path) -> dict[str, object]:

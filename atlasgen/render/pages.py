@@ -22,7 +22,7 @@ import jinja2
 from markupsafe import Markup
 
 from atlasgen.errors import AtlasError
-from atlasgen.forks import forked_map
+from atlasgen.forks import chunks, forked_map
 from atlasgen.sitedata import SiteData
 
 from .experiments import experiment_pages
@@ -205,7 +205,7 @@ def render_pages(
             files.extend((posixpath.join(page.folder, name), make(page.view)) for name, make in page.type.extras)
         return files
 
-    for files in forked_map(render, len(pages), PAGES_PER_CHUNK):
+    for files in forked_map(render, chunks(len(pages), PAGES_PER_CHUNK)):
         for rel, text in files:
             writer.write_text(rel, text)
     return len(pages)
