@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 FORMAT = 2  # layout version of an entry; 2: meta.json carries its own checksum
 ARRAYS = "arrays.npz"
 META = "meta.json"
+FORK_CHECK_BYTES = 1 << 20  # of meta.json (about 10,000 files listed): less is checked in this process
 
 
 @dataclass
@@ -89,7 +90,8 @@ class Cache:
         def verify(start: int, stop: int) -> list[bool]:
             return [_verify(self.entry_path(*pair), *pair) is not None for pair in todo[start:stop]]
 
-        bounds = balanced_chunks([sizes[pair] for pair in todo])
+        costs = [sizes[pair] for pair in todo]
+        bounds = balanced_chunks(costs) if sum(costs) >= FORK_CHECK_BYTES else [(0, len(todo))]
         damaged = (flag for chunk in forked_map(verify, bounds) for flag in chunk)
         self._checked.update(zip(todo, damaged))
 

@@ -56,6 +56,7 @@ def test_damaged_entries_are_misses(tmp_path):
 def test_entries_checked_ahead_in_processes_are_trusted_or_recomputed(tmp_path, monkeypatch):
     monkeypatch.setattr(forks, "cores", lambda: 2)
     monkeypatch.setattr(forks, "MIN_CHUNKS", 2)
+    monkeypatch.setattr("atlasgen.cache.FORK_CHECK_BYTES", 0)
     cache = Cache(tmp_path)
     keys = [content_key({"i": i}) for i in range(40)]
     for i, key in enumerate(keys):
