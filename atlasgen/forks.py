@@ -51,6 +51,13 @@ def _child_start() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End the children at once: their work only reads and returns, so nothing is left half done.
+    (The pool then fails the tasks not run; cancelling them first makes it raise in its thread.)"""
+    for process in list(getattr(pool, "_processes", {}).values()):  # no public way to end a running task
+        process.terminate()
+
+
 def _run(bounds: tuple[int, int]) -> object:
     assert _work is not None
     return _work(*bounds)
@@ -94,11 +101,11 @@ def forked_map(work: Callable[[int, int], T], bounds: list[tuple[int, int]]) -> 
                 for future in futures:
                     yield future.result()
             except BrokenProcessPool:
-                raise AtlasError("a process rendering in parallel stopped unexpectedly (out of memory?); "
+                raise AtlasError("a process working in parallel stopped unexpectedly (out of memory?); "
                                  "see the system log, free some memory and run again") from None
-            finally:
-                for future in futures:  # on an error or Ctrl-C: start nothing more
-                    future.cancel()
+            except BaseException:  # an error, Ctrl-C, or the caller stopped reading: stop the children now
+                _stop(pool)
+                raise
     finally:
         _work = None
         gc.unfreeze()

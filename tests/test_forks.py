@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,21 @@ def _killed_at_five(start: int, stop: int) -> list[int]:
 def test_a_child_killed_is_a_clear_error(two_processes: None) -> None:
     with pytest.raises(AtlasError, match="stopped unexpectedly"):
         list(forks.forked_map(_killed_at_five, forks.chunks(20, 2)))
+
+
+def _slow_after_first(start: int, stop: int) -> int:
+    if start:
+        time.sleep(60)
+    return start
+
+
+@pytest.mark.skipif(not LINUX, reason="children are forked on Linux only")
+def test_stopping_early_ends_the_children_at_once(two_processes: None) -> None:
+    results = forks.forked_map(_slow_after_first, forks.chunks(8, 1))
+    began = time.monotonic()
+    assert next(results) == 0
+    results.close()  # as Ctrl-C or an error in the caller does
+    assert time.monotonic() - began < 20 and multiprocessing.active_children() == []
 
 
 def _files(root: Path) -> dict[str, object]:
