@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
+from atlasgen import threads
 from atlasgen.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -29,20 +30,12 @@ T = TypeVar("T")
 _work: Callable[[int, int], object] | None = None  # the job the children run, inherited at fork
 
 
-def cores() -> int:
-    """Cores this process may use (the affinity mask, where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def processes() -> int:
     """How many children `forked_map` uses: one per core, at most MAX_PROCESSES; 1 means none."""
     if not sys.platform.startswith("linux"):
         return 1
     ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))  # torchrun's processes on this machine share it
-    return max(1, min(MAX_PROCESSES, cores() // ranks_here))
+    return max(1, min(MAX_PROCESSES, threads.cores() // ranks_here))
 
 
 def _child_start() -> None:

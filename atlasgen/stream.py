@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
@@ -15,6 +14,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from atlasgen import threads
 from atlasgen.data import ImageFolder, collate_skipping
 from atlasgen.errors import AtlasError
 from atlasgen.hooks import eval_mode, forward_layers
@@ -37,7 +37,7 @@ def resolve_workers(workers: int) -> int:
     """-1 = automatic: min(4, cpu count - 1), or 0 (load in the main process) on one core."""
     if workers >= 0:
         return workers
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return max(0, min(4, threads.cores() - 1))
 
 
 def loader(dataset: ImageFolder, settings: ExamplesSettings, device: torch.device) -> torch.utils.data.DataLoader:

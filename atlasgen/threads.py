@@ -14,9 +14,18 @@ log = logging.getLogger(__name__)
 MAX_THREADS = 16  # at most, threads of a pool (no more than the cores)
 
 
+def cores() -> int:
+    """Cores this process may use: its affinity mask where the platform has one (a container or
+    a batch job's share), else every core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def pool() -> ThreadPoolExecutor:
     """A thread per core, at most MAX_THREADS."""
-    return ThreadPoolExecutor(max_workers=min(MAX_THREADS, os.cpu_count() or 1))
+    return ThreadPoolExecutor(max_workers=min(MAX_THREADS, cores()))
 
 
 class Later:

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from atlasgen import forks
+from atlasgen import forks, threads
 from atlasgen.atomic import HOST, clean_leftovers
 from atlasgen.cache import Cache, content_key
 from atlasgen.errors import AtlasError
@@ -54,7 +54,7 @@ def test_damaged_entries_are_misses(tmp_path):
 
 
 def test_entries_checked_ahead_in_processes_are_trusted_or_recomputed(tmp_path, monkeypatch):
-    monkeypatch.setattr(forks, "cores", lambda: 2)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
     monkeypatch.setattr(forks, "MIN_CHUNKS", 2)
     monkeypatch.setattr("atlasgen.cache.FORK_CHECK_BYTES", 0)
     cache = Cache(tmp_path)

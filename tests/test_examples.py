@@ -122,9 +122,9 @@ def test_max_images_setting_limits_the_pass(noise_folder):
 
 
 def test_workers_automatic(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    monkeypatch.setattr("atlasgen.threads.cores", lambda: 1)
     assert resolve_workers(-1) == 0
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("atlasgen.threads.cores", lambda: 16)
     assert resolve_workers(-1) == 4 and resolve_workers(2) == 2
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from atlasgen import forks
+from atlasgen import forks, threads
 from atlasgen.errors import AtlasError
 from atlasgen.render import pages as page_module
 from atlasgen.render import render_site
@@ -27,7 +27,7 @@ LINUX = sys.platform.startswith("linux")
 @pytest.fixture
 def two_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fork even for a few small chunks, on any machine with Linux's fork."""
-    monkeypatch.setattr(forks, "cores", lambda: 2)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
     monkeypatch.setattr(forks, "MIN_CHUNKS", 2)
     monkeypatch.setattr(page_module, "PAGES_PER_CHUNK", 2)
 
@@ -47,13 +47,13 @@ def test_forked_map_keeps_order_and_runs_in_children(two_processes: None) -> Non
 
 
 def test_forked_map_in_one_process_without_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forks, "cores", lambda: 1)
+    monkeypatch.setattr(threads, "cores", lambda: 1)
     out = [item for chunk in forks.forked_map(_pids, forks.chunks(40, 2)) for item in chunk]
     assert [i for i, _ in out] == list(range(40)) and {pid for _, pid in out} == {os.getpid()}
 
 
 def test_balanced_chunks_give_a_large_item_its_own_range(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forks, "cores", lambda: 2)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
     costs = [500, 400, 300] + [1] * 200
     bounds = forks.balanced_chunks(costs, per_process=4)
     assert bounds[:3] == [(0, 1), (1, 2), (2, 3)]
@@ -109,9 +109,9 @@ def _files(root: Path) -> dict[str, object]:
 def test_pages_rendered_in_processes_are_the_same_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     site = make_site_data(tmp_path / "cache")
-    monkeypatch.setattr(forks, "cores", lambda: 1)
+    monkeypatch.setattr(threads, "cores", lambda: 1)
     render_site(site, tmp_path / "one")
-    monkeypatch.setattr(forks, "cores", lambda: 2)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
     monkeypatch.setattr(forks, "MIN_CHUNKS", 2)
     monkeypatch.setattr(page_module, "PAGES_PER_CHUNK", 2)
     with caplog.at_level(logging.DEBUG, logger="atlasgen.forks"):
@@ -130,11 +130,11 @@ def test_pages_rendered_in_processes_are_the_same_files(tmp_path: Path, monkeypa
 def test_a_broken_user_template_is_named_with_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: bool,
                                                          source: str, line: int, says: str) -> None:
     if fork:
-        monkeypatch.setattr(forks, "cores", lambda: 2)
+        monkeypatch.setattr(threads, "cores", lambda: 2)
         monkeypatch.setattr(forks, "MIN_CHUNKS", 2)
         monkeypatch.setattr(page_module, "PAGES_PER_CHUNK", 2)
     else:
-        monkeypatch.setattr(forks, "cores", lambda: 1)
+        monkeypatch.setattr(threads, "cores", lambda: 1)
     partial = tmp_path / "templates" / "partials" / "dead.html"  # shown on the dead unit's page
     partial.parent.mkdir(parents=True)
     partial.write_text(source)
