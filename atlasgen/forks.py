@@ -1,6 +1,6 @@
-"""Processes for pure-Python work that holds the GIL (Jinja pages): children forked from this
-process, so they start at once and see its objects as they are, with nothing to pickle but the
-results.
+"""Processes for pure-Python work that holds the GIL (the Jinja pages, the cache's checksums):
+children forked from this process, so they start at once and see its objects as they are, with
+nothing to pickle but the results.
 
 Forking is only safe where the platform forks cleanly (Linux); on macOS and Windows, and with
 one core, the work runs here, in order, with the same results."""
@@ -34,7 +34,8 @@ def processes() -> int:
     """How many children `forked_map` uses: one per core, at most MAX_PROCESSES; 1 means none."""
     if not sys.platform.startswith("linux"):
         return 1
-    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))  # torchrun's processes on this machine share it
+    ranks = os.environ.get("LOCAL_WORLD_SIZE", "1")  # torchrun's processes on this machine share its cores
+    ranks_here = max(1, int(ranks)) if ranks.isdigit() else 1
     return max(1, min(MAX_PROCESSES, threads.cores() // ranks_here))
 
 

@@ -126,6 +126,7 @@ def test_pages_rendered_in_processes_are_the_same_files(tmp_path: Path, monkeypa
 @pytest.mark.parametrize("source, line, says", [
     ("ok\n{{ no_such_thing }}\n", 2, "'no_such_thing' is undefined"),
     ("{% if %}\n", 1, "Expected an expression"),
+    ("a\nb\n{{ 1 // 0 }}\n", 3, "ZeroDivisionError"),
 ])
 def test_a_broken_user_template_is_named_with_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: bool,
                                                          source: str, line: int, says: str) -> None:

@@ -221,28 +221,32 @@ def _render_page(env: jinja2.Environment, site: SiteData, common: dict[str, Any]
             note=note,
             **page.context,
         )
-    except jinja2.TemplateError as exc:
+    except Exception as exc:
         raise template_error(env, exc, page_url(page.folder)) from None
 
 
-def template_error(env: jinja2.Environment, exc: jinja2.TemplateError, page: str) -> AtlasError:
-    """A template's error as the user can act on it: which template file and line, on which page."""
+def template_error(env: jinja2.Environment, exc: Exception, page: str) -> Exception:
+    """A template's error as the user can act on it: which template file and line, on which page.
+    An error raised outside any template (an atlasgen bug) is returned as it is."""
     if isinstance(exc, jinja2.TemplateSyntaxError):
         where = f"{exc.filename or exc.name}, line {exc.lineno}"
     else:
         # Jinja gives a template's frames the template's file and line.
         folders = tuple(os.path.join(folder, "") for folder in getattr(env.loader, "searchpath", ()))
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(folders)]
-        where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else "a template"
-    return AtlasError(f"template error in {where}: {exc.message or type(exc).__name__} (rendering {page}); fix "
-                      "the template, or remove it from the templates folder to use the built-in one")
+        if not frames:
+            return exc
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}"
+    message = exc.message if isinstance(exc, jinja2.TemplateError) and exc.message else f"{type(exc).__name__}: {exc}"
+    return AtlasError(f"template error in {where}: {message} (rendering {page}); fix the template, or remove it "
+                      "from the templates folder to use the built-in one")
 
 
 def render_fixed_files(env: jinja2.Environment, site: SiteData, folders: set[str], writer: SiteWriter) -> None:
     for fixed in FIXED_FILES:
         try:
             text = fixed.make(env, site, folders)
-        except jinja2.TemplateError as exc:
+        except Exception as exc:
             raise template_error(env, exc, fixed.path) from None
         if text is not None:
             writer.write_text(fixed.path, text)
