@@ -1,5 +1,6 @@
-"""Forked processes for the pages: same results in the same order as in one process, errors
-that reach the caller, and a site byte-for-byte the same either way."""
+"""Forked processes (atlasgen/forks.py): the same results in the same order as in one process,
+errors and dead children that reach the caller, children ended when the caller stops; pages
+rendered in them byte-for-byte the same; a failing template named with its line."""
 
 from __future__ import annotations
 
