@@ -52,6 +52,16 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.terminate()
 
 
+def _pool(workers: int) -> ProcessPoolExecutor | None:
+    """A pool forking `workers` children as tasks arrive, or None where this system cannot give
+    one (no working semaphores, as in some containers without /dev/shm)."""
+    try:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_child_start)
+    except (OSError, ImportError, NotImplementedError) as exc:
+        log.debug("no forked processes here (%s): working in this process", exc)
+        return None
+
+
 def _run(bounds: tuple[int, int]) -> object:
     assert _work is not None
     return _work(*bounds)
@@ -81,14 +91,14 @@ def forked_map(work: Callable[[int, int], T], bounds: list[tuple[int, int]]) -> 
     Its exceptions are raised here (they must pickle)."""
     global _work
     workers = min(processes(), len(bounds))
-    if workers < 2 or len(bounds) < MIN_CHUNKS:
+    pool = _pool(workers) if workers >= 2 and len(bounds) >= MIN_CHUNKS else None
+    if pool is None:
         yield from (work(*b) for b in bounds)
         return
     _work = work
     gc.freeze()  # the children's collections leave the inherited objects (and their pages) alone
     try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_child_start) as pool:
+        with pool:
             log.debug("%d chunks in %d forked processes", len(bounds), workers)
             futures = [pool.submit(_run, b) for b in bounds]
             try:

@@ -53,6 +53,15 @@ def test_forked_map_in_one_process_without_cores(monkeypatch: pytest.MonkeyPatch
     assert [i for i, _ in out] == list(range(40)) and {pid for _, pid in out} == {os.getpid()}
 
 
+def test_forked_map_works_here_where_the_system_gives_no_pool(two_processes: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_semaphores(*args: object, **kwargs: object) -> None:
+        raise OSError(38, "Function not implemented")  # what SemLock raises without /dev/shm
+
+    monkeypatch.setattr(forks, "ProcessPoolExecutor", no_semaphores)
+    out = [item for chunk in forks.forked_map(_pids, forks.chunks(10, 2)) for item in chunk]
+    assert [i for i, _ in out] == list(range(10)) and {pid for _, pid in out} == {os.getpid()}
+
+
 def test_balanced_chunks_give_a_large_item_its_own_range(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "cores", lambda: 2)
     costs = [500, 400, 300] + [1] * 200
